@@ -1,0 +1,83 @@
+"""What a model version directory holds, and the one reader every consumer uses.
+
+A version directory is self-describing (nanoGPT's checkpoints carry their ``model_args``)::
+
+    manifest.json      written last; config, metrics, temperature, lineage, parity, versions
+    tokenizer.json     tokenizer name/version + vocabulary + truncation rule (JSON, no pickle)
+    model.onnx         inference graph with ONNX's native LSTM op (what the service runs)
+    saved_model/       TF SavedModel (TF Serving can serve it as-is; alternative runtime)
+    model.keras        the trained Keras model (training side only)
+    word2vec.model     gensim word2vec the embedding was initialised from (training side only)
+    report/            evaluation report: report.md, metrics, PNG plots
+
+The service and the batch scorer read only ``manifest.json``, ``tokenizer.json`` and
+``model.onnx`` (or ``saved_model/`` when asked), never a pickle, so a tampered registry cannot
+run code in them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from embeddings.vocabulary import Vocabulary
+from registry.store import MANIFEST
+
+TOKENIZER_FILE = "tokenizer.json"
+ONNX_FILE = "model.onnx"
+SAVED_MODEL_DIR = "saved_model"
+KERAS_FILE = "model.keras"
+WORD2VEC_FILE = "word2vec.model"
+REPORT_DIR = "report"
+
+#: Bumped when the layout above changes incompatibly.
+ARTIFACT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A read-only view of one model version directory."""
+
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Artifact":
+        """Read a version directory's manifest; fail clearly if it is not an artifact."""
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} is not a model version (no {MANIFEST})") from None
+        if manifest.get("format") != ARTIFACT_FORMAT:
+            raise ValueError(f"{path}: artifact format {manifest.get('format')}, expected {ARTIFACT_FORMAT}")
+        return cls(path, manifest)
+
+    @property
+    def name(self) -> str:
+        """Return the model name."""
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> int:
+        """Return the version number (the directory name; a staging dir reads as 0)."""
+        return int(self.path.name) if self.path.name.isdigit() else 0
+
+    @property
+    def temperature(self) -> float:
+        """Return the calibration temperature fitted on the validation split (1.0 = none)."""
+        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+
+    @property
+    def metrics(self) -> dict:
+        """Return the validation metrics recorded at training time."""
+        return dict(self.manifest.get("metrics", {}))
+
+    def vocabulary(self) -> Vocabulary:
+        """Load the tokenizer/vocabulary the model was trained with."""
+        return Vocabulary.load(self.path / TOKENIZER_FILE)
+
+    def file(self, name: str) -> Path:
+        """Return the path of one file of the artifact."""
+        return self.path / name

@@ -1,0 +1,205 @@
+"""Versioned model registry on a plain directory tree (the layout TF Serving reads).
+
+::
+
+    <root>/<name>/1/                 one complete artifact per version (see registry.artifact)
+    <root>/<name>/2/
+    <root>/<name>/production.json    {"version": 2, "history": [1, 2], "updated_at": ...}
+    <root>/<name>/.lock              advisory lock for writers (promote, retrain, prune)
+
+Why it can never expose a half-written model: a version is assembled in a hidden temporary
+directory and only then renamed to its number (``rename`` is atomic on POSIX), and the production
+pointer is replaced with ``os.replace``. Readers therefore see either the old state or the new one.
+Only the standard library is imported here: the service reads the registry without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+POINTER = "production.json"
+
+
+class RegistryError(Exception):
+    """A registry operation cannot be carried out (unknown model or version, bad pointer)."""
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    """Write JSON to ``path`` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Registry:
+    """Lists, creates, promotes, rolls back and prunes model versions under one root directory."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    # -- reading -----------------------------------------------------------------------------
+    def model_dir(self, name: str) -> Path:
+        """Return the directory holding every version of ``name``."""
+        if not name or "/" in name or name.startswith("."):
+            raise RegistryError(f"invalid model name {name!r}")
+        return self.root / name
+
+    def models(self) -> list[str]:
+        """Return the names of models with at least one version."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Return the complete versions of ``name``, oldest first."""
+        d = self.model_dir(name)
+        if not d.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
+        )
+
+    def version_dir(self, name: str, version: int) -> Path:
+        """Return the directory of one complete version, or raise RegistryError."""
+        path = self.model_dir(name) / str(int(version))
+        if not (path / MANIFEST).is_file():
+            raise RegistryError(f"model {name!r} has no version {version}")
+        return path
+
+    def manifest(self, name: str, version: int) -> dict:
+        """Return the manifest (config, metrics, lineage) of one version."""
+        return json.loads((self.version_dir(name, version) / MANIFEST).read_text(encoding="utf-8"))
+
+    def pointer(self, name: str) -> dict | None:
+        """Return the production pointer document, or None when nothing was promoted yet."""
+        path = self.model_dir(name) / POINTER
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def production_version(self, name: str) -> int | None:
+        """Return the version currently marked production, or None."""
+        doc = self.pointer(name)
+        return None if doc is None else int(doc["version"])
+
+    def production_dir(self, name: str) -> Path:
+        """Return the production version's directory, or raise RegistryError."""
+        version = self.production_version(name)
+        if version is None:
+            raise RegistryError(f"model {name!r} has no production version in {self.root}")
+        return self.version_dir(name, version)
+
+    # -- writing -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, *, timeout: float = 600.0) -> Iterator[None]:
+        """Hold the model's writer lock (cross-process, released if the holder dies)."""
+        d = self.model_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        with open(d / ".lock", "a+") as fh:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise RegistryError(f"timed out waiting for the lock of model {name!r}")
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def staging_dir(self, name: str) -> Iterator[Path]:
+        """Yield a private directory to fill; :meth:`commit_version` turns it into a version.
+
+        If the block raises, the directory is deleted and the registry is untouched.
+        """
+        d = self.model_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".staging-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def commit_version(self, name: str, staging: Path) -> int:
+        """Atomically publish a filled staging directory as the next version number."""
+        if not (Path(staging) / MANIFEST).is_file():
+            raise RegistryError(f"{staging} has no {MANIFEST}: refusing to publish it")
+        d = self.model_dir(name)
+        while True:
+            existing = [int(p.name) for p in d.iterdir() if p.name.isdigit()]
+            version = max(existing, default=0) + 1
+            try:
+                os.rename(staging, d / str(version))
+                return version
+            except OSError:  # another writer took this number first: take the next one
+                if not (d / str(version)).exists():
+                    raise
+
+    def promote(self, name: str, version: int) -> None:
+        """Mark ``version`` as production (atomic pointer swap); keeps a history for rollback."""
+        self.version_dir(name, version)  # refuse unknown versions
+        old = self.pointer(name) or {"history": []}
+        history = [v for v in old.get("history", []) if v != version] + [int(version)]
+        write_json_atomic(
+            self.model_dir(name) / POINTER,
+            {"version": int(version), "history": history, "updated_at": time.time()},
+        )
+        log.info("model %s: version %s is now production", name, version)
+
+    def rollback(self, name: str) -> int:
+        """Make the previous production version production again; return it."""
+        doc = self.pointer(name)
+        if not doc:
+            raise RegistryError(f"model {name!r} has no production version to roll back")
+        history = [v for v in doc.get("history", []) if (self.model_dir(name) / str(v) / MANIFEST).is_file()]
+        if len(history) < 2:
+            raise RegistryError(f"model {name!r} has no earlier production version")
+        previous = history[-2]
+        write_json_atomic(
+            self.model_dir(name) / POINTER,
+            {"version": previous, "history": history[:-1], "updated_at": time.time()},
+        )
+        log.info("model %s: rolled back from %s to %s", name, history[-1], previous)
+        return previous
+
+    def prune(self, name: str, keep_last: int) -> list[int]:
+        """Delete old versions beyond the newest ``keep_last``; never production or its parent."""
+        production = self.production_version(name)
+        protected = {production} if production is not None else set()
+        if production is not None:
+            parent = self.manifest(name, production).get("lineage", {}).get("parent_version")
+            if parent is not None:
+                protected.add(int(parent))
+        versions = self.versions(name)
+        doomed = [v for v in versions[: max(0, len(versions) - keep_last)] if v not in protected]
+        for v in doomed:
+            # Rename first so a reader never sees a half-deleted version as complete.
+            victim = self.model_dir(name) / f".deleting-{v}-{uuid.uuid4().hex}"
+            os.rename(self.model_dir(name) / str(v), victim)
+            shutil.rmtree(victim, ignore_errors=True)
+        if doomed:
+            log.info("model %s: pruned versions %s", name, doomed)
+        return doomed

@@ -1,0 +1,22 @@
+"""Shared fixtures: registries holding a random-weight model (fast) or a tiny trained one."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from registry.store import Registry
+from tests.fakes import make_random_version
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("SENTIMENT_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
+
+
+@pytest.fixture
+def fake_registry(tmp_path: Path) -> Registry:
+    """Return a registry with one random-weight production version of model ``sentiment``."""
+    registry = Registry(tmp_path / "models")
+    make_random_version(registry, "sentiment")
+    return registry

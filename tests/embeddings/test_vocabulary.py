@@ -1,0 +1,46 @@
+"""Vocabulary building, encoding and head+tail truncation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from embeddings.vocabulary import OOV_ID, PAD_ID, Vocabulary, pad_batch, truncate_head_tail
+
+
+def test_build_orders_by_frequency_then_token_and_respects_min_count():
+    vocab = Vocabulary.build([["b", "a", "a", "c"], ["b", "a", "d"]], min_count=2)
+    assert vocab.tokens == ["<pad>", "<oov>", "a", "b"]
+
+
+def test_encode_maps_unknown_words_to_oov_and_never_returns_empty():
+    vocab = Vocabulary.build([["good", "film"]], min_count=1)
+    assert vocab.encode("Good unknownword film").tolist() == [vocab.tokens.index("good"), OOV_ID,
+                                                             vocab.tokens.index("film")]
+    assert vocab.encode("").tolist() == [OOV_ID]
+    assert vocab.encode("🙂 ...").tolist() == [OOV_ID]
+
+
+def test_head_tail_truncation_keeps_both_ends():
+    ids = list(range(10))
+    assert truncate_head_tail(ids, 6, 2) == [0, 1, 6, 7, 8, 9]
+    assert truncate_head_tail(ids, 20, 2) == ids
+    assert truncate_head_tail(ids, 4, 4) == [0, 1, 2, 3]
+
+
+def test_save_load_round_trip_and_refuses_other_tokenizer(tmp_path):
+    vocab = Vocabulary.build([["a", "b"]], min_count=1, max_len=50, head=10)
+    vocab.save(tmp_path / "t.json")
+    loaded = Vocabulary.load(tmp_path / "t.json")
+    assert loaded.tokens == vocab.tokens and (loaded.max_len, loaded.head) == (50, 10)
+    doc = json.loads((tmp_path / "t.json").read_text())
+    doc["tokenizer"]["version"] = 999
+    (tmp_path / "t.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="tokenizer"):
+        Vocabulary.load(tmp_path / "t.json")
+
+
+def test_pad_batch_right_pads_with_zero():
+    batch = pad_batch([np.array([5, 6, 7]), np.array([8])])
+    assert batch.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID]]
+    assert batch.dtype == np.int64

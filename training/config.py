@@ -1,0 +1,112 @@
+"""Every hyperparameter of the training pipeline, with its default and meaning, in one place.
+
+Presets are named instances: ``small`` is CI-sized (a 2k sample, seconds per epoch), ``full`` is
+the quality configuration reported in the README. A CLI flag overrides any single field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters and data options; saved verbatim in every model artifact."""
+
+    # -- data --------------------------------------------------------------------------------
+    train_file: str = "train.csv.gz"  # labelled file, relative to the data dir unless absolute
+    unlabelled_file: str | None = "train_unsup.csv.gz"  # extra word2vec text; None = labelled only
+    text_column: str = "text"  # column holding the review text
+    label_column: str = "label"  # column holding 0/1, pos/neg or positive/negative
+    skip_bad_rows: bool = False  # skip (and count) unusable rows instead of failing
+    sample: int | None = None  # use a stratified random sample of this many labelled rows
+    unlabelled_sample: int | None = None  # cap on unlabelled rows used for word2vec
+    val_fraction: float = 0.1  # share of labelled rows held out for validation/calibration
+    seed: int = 1337  # seeds the split, word2vec, weight init and batch order
+
+    # -- vocabulary / truncation -------------------------------------------------------------
+    max_vocab: int = 60_000  # ids kept (including <pad> and <oov>); rarer words map to <oov>
+    min_count: int = 2  # a word needs this many occurrences to get its own id
+    max_len: int = 400  # tokens kept per review (head + tail)
+    head_len: int = 100  # of which the first ones; the rest come from the end of the review
+
+    # -- word2vec (gensim) -------------------------------------------------------------------
+    w2v_dim: int = 200  # embedding dimensions
+    w2v_window: int = 5  # context window
+    w2v_epochs: int = 5  # passes over the corpus
+    w2v_sg: bool = True  # skip-gram (True) or CBOW (False)
+    w2v_negative: int = 5  # negative samples
+    w2v_workers: int = 2  # gensim worker threads (this machine has 2 cores)
+
+    # -- model: Embedding → (Bi)LSTM → pooling → Dropout → Dense(1, sigmoid) ------------------
+    units: int = 96  # LSTM units per direction
+    bidirectional: bool = True  # run a second LSTM right-to-left and concatenate
+    pooling: str = "meanmax"  # last | mean | max | meanmax (masked pooling over time)
+    dropout: float = 0.3  # dropout before the dense layer (no recurrent_dropout: keeps cuDNN)
+    spatial_dropout: float = 0.1  # dropout on embedding vectors (whole vectors)
+
+    # -- optimisation ------------------------------------------------------------------------
+    optimizer: str = "adam"  # adam | rmsprop | sgd
+    learning_rate: float = 2e-3  # while the embedding is frozen
+    finetune_learning_rate: float = 5e-4  # once the embedding is unfrozen
+    frozen_epochs: int = 2  # epochs with the word2vec embedding frozen (0 = fine-tune from start)
+    finetune_epochs: int = 3  # epochs with the embedding trainable (0 = keep frozen)
+    lr_decay: float = 0.7  # learning rate multiplied by this after each epoch within a phase
+    batch_size: int = 64  # reviews per step
+    bucket_chunk: int = 50  # batches sorted by length together (bigger = less padding, less shuffle)
+    patience: int = 1  # early stopping: epochs without val-loss improvement before stopping
+    clipnorm: float = 1.0  # gradient clipping
+
+    # -- export / checks ---------------------------------------------------------------------
+    parity_reviews: int = 256  # real reviews used for the ONNX/SavedModel vs Keras parity check
+    parity_tolerance: float = 1e-5  # max abs difference allowed between runtimes
+    ece_bins: int = 15  # bins of the expected calibration error
+
+    def replace(self, **changes) -> "TrainConfig":
+        """Return a copy with some fields changed (unknown names raise TypeError)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Return the config as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "TrainConfig":
+        """Rebuild a config from :meth:`to_dict` output, ignoring keys this version does not know."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # Quality run on 25k labelled + 50k unlabelled reviews (see README for time and accuracy).
+    "full": TrainConfig(),
+    # CI-sized: a 2k sample, tiny word2vec and LSTM; the whole pipeline in well under a minute.
+    "small": TrainConfig(
+        sample=2000,
+        unlabelled_sample=2000,
+        max_vocab=5000,
+        max_len=128,
+        head_len=32,
+        w2v_dim=32,
+        w2v_epochs=2,
+        w2v_sg=False,
+        units=16,
+        frozen_epochs=1,
+        finetune_epochs=1,
+        parity_reviews=256,
+        learning_rate=5e-3,
+        finetune_learning_rate=2e-3,
+    ),
+}
+PRESETS["tiny"] = PRESETS["small"].replace(sample=400, unlabelled_sample=0, max_vocab=2000, units=8, w2v_dim=16,
+                                           max_len=64, head_len=16, parity_reviews=64)
+
+
+def preset(name: str) -> TrainConfig:
+    """Return a copy of a named preset."""
+    try:
+        return dataclasses.replace(PRESETS[name])
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
