@@ -52,6 +52,7 @@ class Registry:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
+        self._held: dict[str, int] = {}  # locks this object holds, so nested lock() calls re-enter
 
     # -- reading -----------------------------------------------------------------------------
     def model_dir(self, name: str) -> Path:
@@ -109,7 +110,14 @@ class Registry:
     # -- writing -----------------------------------------------------------------------------
     @contextlib.contextmanager
     def lock(self, name: str, *, timeout: float = 600.0) -> Iterator[None]:
-        """Hold the model's writer lock (cross-process, released if the holder dies)."""
+        """Hold the model's writer lock (cross-process, released if the holder dies; re-entrant)."""
+        if self._held.get(name):
+            self._held[name] += 1
+            try:
+                yield
+            finally:
+                self._held[name] -= 1
+            return
         d = self.model_dir(name)
         d.mkdir(parents=True, exist_ok=True)
         with open(d / ".lock", "a+") as fh:
@@ -122,9 +130,11 @@ class Registry:
                     if time.monotonic() > deadline:
                         raise RegistryError(f"timed out waiting for the lock of model {name!r}")
                     time.sleep(0.2)
+            self._held[name] = 1
             try:
                 yield
             finally:
+                self._held[name] = 0
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @contextlib.contextmanager

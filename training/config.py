@@ -88,19 +88,21 @@ PRESETS: dict[str, TrainConfig] = {
         max_vocab=5000,
         max_len=128,
         head_len=32,
-        w2v_dim=32,
-        w2v_epochs=2,
+        w2v_dim=50,
+        w2v_epochs=5,
         w2v_sg=False,
         units=16,
-        frozen_epochs=1,
-        finetune_epochs=1,
+        frozen_epochs=3,
+        finetune_epochs=2,
         parity_reviews=256,
-        learning_rate=5e-3,
-        finetune_learning_rate=2e-3,
+        learning_rate=1e-2,
+        finetune_learning_rate=3e-3,
     ),
 }
+# For tests of the machinery (registry, pipeline) where model quality does not matter: ~10 s.
 PRESETS["tiny"] = PRESETS["small"].replace(sample=400, unlabelled_sample=0, max_vocab=2000, units=8, w2v_dim=16,
-                                           max_len=64, head_len=16, parity_reviews=64)
+                                           max_len=64, head_len=16, parity_reviews=64, frozen_epochs=1,
+                                           finetune_epochs=1)
 
 
 def preset(name: str) -> TrainConfig:

@@ -10,6 +10,7 @@ function the retraining pipeline calls.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -273,7 +274,8 @@ def train_version(
         model.optimizer.learning_rate.assign(lr)
         epoch_in_phase += 1
         e0 = time.perf_counter()
-        fit = model.fit(train_ds, epochs=1, steps_per_epoch=steps, verbose=2 if quiet else 1)
+        with contextlib.redirect_stdout(sys.stderr):  # progress to stderr: stdout is the CLI's JSON result
+            fit = model.fit(train_ds, epochs=1, steps_per_epoch=steps, verbose=2 if quiet else 1)
         val_logits = predict_logits(serving, x_val)
         val_probs = 1 / (1 + np.exp(-val_logits))
         val_loss = float(-np.mean(y_val * np.log(np.clip(val_probs, 1e-7, 1)) +

@@ -135,11 +135,19 @@ def test_prune_keeps_production_and_its_parent(tmp_path):
 
 
 def test_lock_excludes_a_second_holder(tmp_path):
-    registry = Registry(tmp_path)
+    registry, other = Registry(tmp_path), Registry(tmp_path)
     with registry.lock("sentiment"):
         with pytest.raises(RegistryError, match="timed out"):
-            with registry.lock("sentiment", timeout=0.3):
+            with other.lock("sentiment", timeout=0.3):
                 pass
-    with registry.lock("sentiment", timeout=0.3):
+    with other.lock("sentiment", timeout=0.3):
         pass
     assert os.path.exists(tmp_path / "sentiment" / ".lock")
+
+
+def test_lock_is_reentrant_for_the_same_registry_object(tmp_path):
+    registry = Registry(tmp_path)
+    with registry.lock("sentiment"):
+        with registry.lock("sentiment", timeout=0.3):
+            make_random_version(registry)
+    assert registry.versions("sentiment") == [1]

@@ -1,0 +1,326 @@
+"""Benchmark the batch scorer against the model's own speed limit, and measure its memory.
+
+Throughput mode (default), on the IMDB train reviews:
+
+1. ceiling: the same model and runtime scoring pre-tokenised, length-sorted batches with nothing
+   else to do, for each batch size and for both ways of using the cores (one process with N ONNX
+   Runtime threads; N processes with one thread each). The best of these is "the ceiling".
+2. end to end: ``python -m scoring`` (read Parquet → tokenise → score → write Parquet) as a
+   subprocess, for the local engine with N processes, with 1 process × N threads, and for
+   ``--engine dask`` on a LocalCluster; reviews/s from the job's summary (steady state, model
+   already loaded), peak RSS of the whole process tree sampled every 0.1 s.
+3. the ratio end-to-end / ceiling (target >= 0.85).
+
+Memory mode (``--rows 1000000``): builds a Parquet file of that many rows by repeating the IMDB
+texts (written in row groups, never held in memory), scores it with the local engine and reports
+the peak RSS of the job's process tree against ``--rss-limit-gb``.
+
+Runs on any registry (``--model-dir/--model-name``); ``--fake-model tiny|full`` instead builds a
+random-weight model with the real tokenizer (``full`` has the trained model's shapes: 60k
+vocabulary, 200-d embedding, 2x96 BiLSTM) so speed can be measured before a model is trained.
+
+    .venv/bin/python bench/bench_scoring.py --fake-model tiny --limit 2000 --batch-sizes 32,64
+    .venv/bin/python bench/bench_scoring.py --model-dir models                 # the lead's full run
+    .venv/bin/python bench/bench_scoring.py --model-dir models --rows 1000000   # peak RSS check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from inference.predictor import Predictor  # noqa: E402
+from registry.store import Registry  # noqa: E402
+from scoring.cli import HelpFormatter  # noqa: E402
+from scoring.config import available_cores  # noqa: E402
+
+DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "imdb" / "train.csv.gz"
+
+
+# -- setup ---------------------------------------------------------------------------------------
+def load_reviews(path: Path, limit: int | None) -> pd.DataFrame:
+    """Return the id and text columns of the IMDB CSV (the first ``limit`` rows)."""
+    return pd.read_csv(path, usecols=["id", "text"], nrows=limit)
+
+
+def make_fake_model(root: Path, name: str, size: str, texts: list[str]) -> Registry:
+    """Publish a random-weight model with the real tokenizer; ``full`` has the trained model's shapes."""
+    import onnx
+
+    from embeddings.tokenizer import tokenize
+    from embeddings.vocabulary import Vocabulary
+    from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, TOKENIZER_FILE
+    from registry.store import MANIFEST, write_json_atomic
+    from training.onnx_export import build_onnx_model, random_weights
+
+    dims = {"tiny": dict(vocab=2_000, embed=16, units=8, max_len=64, head=16),
+            "full": dict(vocab=60_000, embed=200, units=96, max_len=400, head=100)}[size]
+    vocab = Vocabulary.build((tokenize(t) for t in texts), max_size=dims["vocab"], min_count=2,
+                             max_len=dims["max_len"], head=dims["head"])
+    weights = random_weights(len(vocab), dims["embed"], dims["units"], bidirectional=True, pooling="meanmax")
+    registry = Registry(root)
+    with registry.staging_dir(name) as staging:
+        vocab.save(staging / TOKENIZER_FILE)
+        onnx.save(build_onnx_model(weights), str(staging / ONNX_FILE))
+        write_json_atomic(staging / MANIFEST, {
+            "format": ARTIFACT_FORMAT, "name": name, "created_at": time.time(),
+            "calibration": {"temperature": 1.0}, "metrics": {}, "config": {"fake": size}, "lineage": {},
+        })
+        version = registry.commit_version(name, staging)
+    registry.promote(name, version)
+    return registry
+
+
+# -- 1. the ceiling ------------------------------------------------------------------------------
+def _score_share(version_dir: str, ids: list, batch: int, threads: int, barrier, results) -> None:
+    """Score pre-tokenised ids in one process, starting together with the other processes."""
+    predictor = Predictor.load(version_dir, intra_op_threads=threads, max_batch_size=batch)
+    predictor.score_ids(ids[: batch * 2])  # warm-up: first-run allocations are not throughput
+    barrier.wait()
+    start = time.time()
+    predictor.score_ids(ids)
+    results.put((start, time.time()))
+
+
+def ceiling(version_dir: str, ids: list, batch: int, processes: int, threads: int) -> float:
+    """Return reviews/s for pre-tokenised ids split over ``processes`` processes x ``threads`` threads."""
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    shares = [ids[k::processes] for k in range(processes)]  # interleaved: equal length mix
+    procs = [ctx.Process(target=_score_share, args=(version_dir, s, batch, threads, barrier, results))
+             for s in shares]
+    for p in procs:
+        p.start()
+    spans = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return len(ids) / (max(e for _, e in spans) - min(s for s, _ in spans))
+
+
+# -- 2. the job ----------------------------------------------------------------------------------
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss(root: int) -> int:
+    """Return the summed RSS in bytes of process ``root`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()  # after "(comm)": field 3 onwards
+        except OSError:  # the process just ended
+            continue
+        pid, ppid = int(entry), int(fields[1])
+        children.setdefault(ppid, []).append(pid)
+        rss[pid] = int(fields[21]) * PAGE_SIZE  # field 24: resident pages
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
+class PeakRss:
+    """Sample the summed RSS of a process and all its descendants until stopped."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid, self.interval, self.peak = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Sample until stopped (runs in the sampling thread)."""
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            time.sleep(self.interval)
+
+    def stop(self) -> int:
+        """Stop sampling and return the peak in bytes."""
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def run_job(source: Path, out: Path, model_args: list[str], extra: list[str]) -> dict:
+    """Run ``python -m scoring`` as a subprocess; return its summary plus wall time and peak RSS."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, "-m", "scoring", "--input", str(source), "--output", str(out),
+           "--quiet", *model_args, *extra]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    sampler = PeakRss(proc.pid)
+    code = proc.wait()
+    peak = sampler.stop()
+    if code != 0:
+        raise SystemExit(f"scoring job failed with exit code {code}: {' '.join(cmd)}")
+    summary = json.loads((out / "_summary.json").read_text())
+    summary["wall_s"] = time.perf_counter() - start
+    summary["peak_rss_bytes"] = peak
+    return summary
+
+
+def write_repeated_parquet(reviews: pd.DataFrame, rows: int, path: Path) -> None:
+    """Write ``rows`` rows by repeating the reviews (unique ids), one row group per repetition."""
+    ids, texts = reviews["id"].astype(str).tolist(), reviews["text"].tolist()
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        written, k = 0, 0
+        while written < rows:
+            n = min(len(ids), rows - written)
+            writer.write_table(pa.table([pa.array([f"{i}#{k}" for i in ids[:n]]), pa.array(texts[:n])], schema=schema))
+            written += n
+            k += 1
+
+
+# -- main ----------------------------------------------------------------------------------------
+class _Formatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """Keep the module docstring's layout; show defaults that are set."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; every flag is documented in --help."""
+    cores = available_cores()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model registry root")
+    parser.add_argument("--model-name", default="sentiment", help="model name in the registry")
+    parser.add_argument("--model-version", type=int, default=None, help="version (default: production)")
+    parser.add_argument("--fake-model", choices=["tiny", "full"], default=None,
+                        help="ignore --model-dir: build a random-weight model of this size in --work-dir")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDB CSV with id and text columns")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N reviews (default: all)")
+    parser.add_argument("--batch-sizes", default="16,32,64,128", help="batch sizes tried for the ceiling")
+    parser.add_argument("--ceiling-sample", type=int, default=5_000,
+                        help="reviews (random sample) per ceiling measurement; 0 = all")
+    parser.add_argument("--workers", type=int, default=cores, help="cores to use: processes / threads / Dask workers")
+    parser.add_argument("--batch-size", type=int, default=32, help="--batch-size passed to the scoring job")
+    parser.add_argument("--chunk-size", type=int, default=5_000, help="--chunk-size passed to the scoring job")
+    parser.add_argument("--skip-dask", action="store_true", help="do not run the --engine dask measurement")
+    parser.add_argument("--rows", type=int, default=None,
+                        help="memory mode: score a Parquet file of this many rows made by repeating the reviews")
+    parser.add_argument("--rss-limit-gb", type=float, default=1.5, help="memory mode: peak RSS budget")
+    parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temp dir, removed)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the results."""
+    args = parse_args(argv)
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-scoring-"))
+    work.mkdir(parents=True, exist_ok=True)
+    results: dict = {"cores": args.workers, "python": sys.version.split()[0]}
+    try:
+        reviews = load_reviews(args.data, args.limit)
+        if args.fake_model:
+            registry = make_fake_model(work / "models", args.model_name, args.fake_model, reviews["text"].tolist())
+            model_dir = work / "models"
+        else:
+            registry, model_dir = Registry(args.model_dir), args.model_dir
+        version = args.model_version or registry.production_version(args.model_name)
+        version_dir = str(registry.version_dir(args.model_name, version).resolve())
+        model_args = ["--model-dir", str(model_dir), "--model-name", args.model_name, "--model-version", str(version)]
+        job_args = ["--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size)]
+        results["model"] = {"name": args.model_name, "version": version, "fake": args.fake_model}
+        print(f"model {args.model_name} v{version} ({args.fake_model or 'registry'}), {len(reviews):,} reviews, "
+              f"{args.workers} cores")
+
+        if args.rows:
+            return memory_mode(args, reviews, work, model_args, job_args, results)
+
+        source = work / "reviews.parquet"
+        # Row groups of 1,000: Dask partitions follow row groups, and 2 workers need many partitions.
+        reviews.to_parquet(source, index=False, row_group_size=1_000)
+
+        # 1. Ceiling: pre-tokenised, length-sorted (the Predictor sorts), nothing else running.
+        predictor = Predictor.load(version_dir)
+        sample = reviews["text"].sample(frac=1.0, random_state=0).tolist()
+        sample = sample[: args.ceiling_sample] if args.ceiling_sample else sample
+        ids = predictor.encode(sample)
+        print(f"\n1. ceiling on {len(ids):,} pre-tokenised reviews (reviews/s)")
+        print(f"   {'batch':>5} {'1 proc x 1 thr':>15} {f'1 proc x {args.workers} thr':>15} "
+              f"{f'{args.workers} proc x 1 thr':>15}")
+        table = []
+        for batch in [int(b) for b in args.batch_sizes.split(",")]:
+            row = {"batch": batch, "single": ceiling(version_dir, ids, batch, 1, 1)}
+            if args.workers > 1:
+                row["threads"] = ceiling(version_dir, ids, batch, 1, args.workers)
+                row["processes"] = ceiling(version_dir, ids, batch, args.workers, 1)
+            table.append(row)
+            print(f"   {batch:>5} " + " ".join(f"{row.get(k, float('nan')):>15,.0f}"
+                                               for k in ("single", "threads", "processes")))
+        best = max(((v, k, r["batch"]) for r in table for k, v in r.items() if k != "batch"))
+        results["ceiling"] = {"table": table, "best": {"reviews_per_s": best[0], "layout": best[1], "batch": best[2]}}
+        print(f"   ceiling: {best[0]:,.0f} reviews/s ({best[1]}, batch {best[2]})")
+
+        # 2. End to end: read Parquet -> tokenise -> score -> write Parquet.
+        configs = {f"local {args.workers} proc x 1 thr": ["--workers", str(args.workers), "--threads", "1"]}
+        if args.workers > 1:
+            configs[f"local 1 proc x {args.workers} thr"] = ["--workers", "1", "--threads", str(args.workers)]
+        if not args.skip_dask:
+            # Partitions of ~1,000 rows (not --chunk-size): whole partitions go to workers, so many
+            # small ones balance the load; the local engine splits every chunk instead.
+            configs[f"dask LocalCluster {args.workers} workers"] = ["--engine", "dask", "--dask-workers",
+                                                                     str(args.workers), "--chunk-size", "1000"]
+        print(f"\n2. end to end on {len(reviews):,} reviews (python -m scoring, Parquet in and out)")
+        print(f"   {'configuration':<32} {'reviews/s':>10} {'wall s':>8} {'peak RSS':>10} {'/ceiling':>9}")
+        results["end_to_end"] = {}
+        for name, extra in configs.items():
+            summary = run_job(source, work / "out", model_args, job_args + extra)  # later flags win
+            rate = summary["run"]["rows_per_s"]
+            entry = {"reviews_per_s": rate, "wall_s": summary["wall_s"], "peak_rss_bytes": summary["peak_rss_bytes"],
+                     "ratio": rate / best[0], "rows": summary["rows_read"]}
+            results["end_to_end"][name] = entry
+            print(f"   {name:<32} {rate:>10,.0f} {entry['wall_s']:>8.1f} "
+                  f"{entry['peak_rss_bytes'] / 2**20:>7,.0f} MB {entry['ratio']:>9.2f}")
+        print("   (reviews/s: steady state from the job's summary; wall s includes start-up and model loading)")
+    finally:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def memory_mode(args: argparse.Namespace, reviews: pd.DataFrame, work: Path, model_args: list[str],
+                job_args: list[str], results: dict) -> int:
+    """Score a large file built by repeating the reviews; report peak RSS against the budget."""
+    source = work / f"repeated-{args.rows}.parquet"
+    start = time.perf_counter()
+    write_repeated_parquet(reviews, args.rows, source)
+    print(f"built {source.name}: {args.rows:,} rows, {source.stat().st_size / 2**20:,.0f} MB "
+          f"({time.perf_counter() - start:.0f} s)")
+    summary = run_job(source, work / "out", model_args, job_args + ["--workers", str(args.workers)])
+    peak_gb = summary["peak_rss_bytes"] / 2**30
+    ok = summary["rows_read"] == args.rows and peak_gb < args.rss_limit_gb
+    results["memory"] = {"rows": summary["rows_read"], "peak_rss_gb": peak_gb, "limit_gb": args.rss_limit_gb,
+                         "reviews_per_s": summary["run"]["rows_per_s"], "wall_s": summary["wall_s"], "ok": ok}
+    print(f"scored {summary['rows_read']:,} rows at {summary['run']['rows_per_s']:,.0f} reviews/s "
+          f"in {summary['wall_s']:.0f} s; peak RSS (process tree) {peak_gb:.2f} GB "
+          f"(limit {args.rss_limit_gb} GB): {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

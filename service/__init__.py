@@ -1,0 +1,1 @@
+"""HTTP prediction service: the app factory is ``service.app.create_app`` (see docs/service.md)."""

@@ -1,0 +1,160 @@
+"""The logic behind every endpoint, free of HTTP: score texts through the batcher, report status.
+
+Texts are encoded on the request thread (in parallel with the model call of the previous batch)
+with the Predictor served at that moment. The batch function scores them with the Predictor
+served when the batch runs; if a hot reload swapped versions in between, it re-encodes with the
+new version's vocabulary, so a text is always scored by the version whose tokenizer encoded it,
+and every prediction carries that version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference.predictor import Predictor
+from service.batcher import Arrival, BatchObserver, DynamicBatcher
+from service.model_manager import ModelManager
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class InferenceError(RuntimeError):
+    """The model failed to score a batch (runtime error, or a non-finite score)."""
+
+
+class NonFiniteScore(InferenceError):
+    """The model produced NaN/inf for a text: fail the batch rather than emit invalid JSON."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's result and the model version that produced it."""
+
+    label: str
+    probability: float
+    model_name: str
+    model_version: int
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A text queued for the batcher, encoded by one Predictor."""
+
+    text: str
+    ids: np.ndarray
+    encoder: Predictor
+
+
+class DataPlane:
+    """Connects the model manager and the batcher; the HTTP layer calls only this."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        manager: ModelManager,
+        *,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.manager = manager
+        self.batcher: DynamicBatcher[_Encoded, Prediction] = DynamicBatcher(
+            self._score_batch,
+            max_batch_size=settings.max_batch_size,
+            batch_timeout_s=settings.batch_timeout_s,
+            max_queued=settings.max_queued_texts,
+            observer=observer,
+            name=f"batcher-{settings.model_name}",
+        )
+
+    def start(self) -> DataPlane:
+        """Load the production version now (if any) and start the batching and reload threads."""
+        self.manager.refresh()
+        self.manager.start()
+        self.batcher.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the background threads (tests; gunicorn workers simply exit)."""
+        self.manager.stop()
+        self.batcher.stop()
+
+    # -- predictions ---------------------------------------------------------------------------
+    def arrival(self) -> Arrival:
+        """Announce a request being parsed, so a forming batch may wait for it."""
+        return self.batcher.arrival()
+
+    def predict(
+        self, texts: Sequence[str], deadline: float, arrival: Arrival | None = None
+    ) -> list[Prediction]:
+        """Score validated texts in the shared batches; results in input order."""
+        predictor = self.manager.current()
+        items = [_Encoded(t, ids, predictor) for t, ids in zip(texts, predictor.encode(texts), strict=True)]
+        if arrival is not None:
+            return arrival.submit(items, deadline)
+        return self.batcher.submit(items, deadline)
+
+    def _score_batch(self, items: list[_Encoded]) -> list[Prediction]:
+        """Score one batch with the Predictor served now (runs on the batcher thread)."""
+        predictor = self.manager.current()
+        ids = [it.ids if it.encoder is predictor else predictor.encode([it.text])[0] for it in items]
+        try:
+            probabilities = predictor.score_ids(ids)
+        except Exception as exc:
+            raise InferenceError(f"model {predictor.name} v{predictor.version} failed: {exc}") from exc
+        if not np.all(np.isfinite(probabilities)):
+            raise NonFiniteScore(f"model {predictor.name} v{predictor.version} produced a non-finite score")
+        name, version = predictor.name, predictor.version
+        return [Prediction(predictor.label_for(p), float(p), name, version) for p in probabilities]
+
+    # -- status --------------------------------------------------------------------------------
+    def model_status(self) -> dict:
+        """Return TF Serving's ``model_version_status`` document plus the served version's metrics."""
+        state = self.manager.state()
+        statuses = []
+        metrics: dict = {}
+        if state.served is not None:
+            statuses.append(_version_status(state.served.version, "AVAILABLE"))
+            metrics = state.served.artifact.metrics
+        if state.loading_version is not None:
+            statuses.append(_version_status(state.loading_version, "LOADING"))
+        failure = state.last_failure
+        if failure is not None and (state.served is None or failure.version != state.served.version):
+            statuses.append(
+                _version_status(
+                    failure.version,
+                    "END",
+                    "UNKNOWN",
+                    f"version {failure.version} was refused: {failure.stage} failed ({failure.error})",
+                )
+            )
+        return {
+            "model_version_status": statuses,
+            "model": {
+                "name": state.name,
+                "version": state.served.version if state.served is not None else None,
+                "runtime": self.settings.runtime,
+                "loaded_at": state.loaded_at,
+            },
+            "metrics": metrics,
+        }
+
+    def readiness(self) -> dict | None:
+        """Return the served model's name and version, or None when not ready."""
+        state = self.manager.state()
+        if state.served is None:
+            return None
+        return {"status": "ready", "model_name": state.served.name, "model_version": state.served.version}
+
+
+def _version_status(version: int, state: str, error_code: str = "OK", message: str = "") -> dict:
+    """Return one entry of TF Serving's model_version_status list."""
+    return {
+        "version": str(version),
+        "state": state,
+        "status": {"error_code": error_code, "error_message": message},
+    }

@@ -1,0 +1,149 @@
+"""JSON error bodies for every failure: ``{"error": {"code": "...", "message": "..."}}``.
+
+Clients get a stable machine-readable ``code`` and a human ``message``; never HTML, never a stack
+trace. Domain errors of the batcher and the model manager are mapped to HTTP statuses here, so
+those layers stay free of HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from service.batcher import BatcherClosed, DeadlineExceeded, QueueFull
+from service.dataplane import InferenceError
+from service.model_manager import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+#: Retry-After (seconds) on 503: long enough for a queue to drain or a model to load.
+RETRY_AFTER_S = 1
+
+# Werkzeug's HTTP errors (routing, body size, method) keyed by status, as stable codes.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    431: "headers_too_large",
+    501: "not_implemented",
+}
+
+
+class ApiError(Exception):
+    """A request the service refuses, with its HTTP status and stable error code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequest(ApiError):
+    """The body is not a valid request document (malformed JSON, wrong types, empty text)."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class PayloadTooLarge(ApiError):
+    """The body, the list of texts or one text exceeds a configured limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """The body is not declared as JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ModelNotFound(ApiError):
+    """The URL names a model this service does not serve."""
+
+    status = 404
+    code = "model_not_found"
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
+    """Return the JSON error body with its status."""
+    response = jsonify({"error": {"code": code, "message": message}})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def init_app(app: Flask, on_unhandled: Callable[[], None] | None = None) -> None:
+    """Register handlers turning every exception into a JSON error body."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(QueueFull)
+    def _queue_full(exc: QueueFull) -> Response:
+        return error_response(
+            503,
+            "overloaded",
+            "too many texts are waiting to be scored; retry later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    @app.errorhandler(DeadlineExceeded)
+    def _deadline(exc: DeadlineExceeded) -> Response:
+        return error_response(504, "deadline_exceeded", "the request was not scored before its deadline")
+
+    @app.errorhandler(BatcherClosed)
+    def _closed(exc: BatcherClosed) -> Response:
+        return error_response(
+            503, "shutting_down", "this worker is shutting down; retry", {"Retry-After": str(RETRY_AFTER_S)}
+        )
+
+    @app.errorhandler(ModelUnavailable)
+    def _unavailable(exc: ModelUnavailable) -> Response:
+        return error_response(
+            503,
+            "model_unavailable",
+            "no model version is loaded yet; retry later",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+    @app.errorhandler(InferenceError)
+    def _inference(exc: InferenceError) -> Response:
+        # Already logged with its traceback by the batcher; the client gets no internals.
+        return error_response(500, "inference_failed", "the model failed to score this request")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        response = error_response(status, _HTTP_CODES.get(status, "http_error"), exc.description or exc.name)
+        for key, value in exc.get_headers():  # keep e.g. the Allow header of a 405
+            if key.lower() != "content-type":
+                response.headers[key] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def _unhandled(exc: Exception) -> Response:
+        # Last resort: the fuzz tests show it never triggers on bad input.
+        log.exception("unhandled error")
+        if on_unhandled is not None:
+            on_unhandled()
+        return error_response(500, "internal_error", "internal server error")

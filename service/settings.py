@@ -1,0 +1,206 @@
+"""Typed service settings: one documented default per knob, read from ``SENTIMENT_*`` variables.
+
+Only the standard library is imported, so ``gunicorn.conf.py`` and the docs test can read it too.
+A Flask config key is the field name in upper case (``MAX_BATCH_SIZE``); its environment variable
+adds the prefix (``SENTIMENT_MAX_BATCH_SIZE``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "SENTIMENT_"
+RUNTIMES = ("onnx", "savedmodel")
+
+
+class SettingsError(ValueError):
+    """A setting has a value of the wrong type or outside its allowed range."""
+
+
+def _doc(text: str, **extra: Any) -> dict:
+    """Return field metadata holding the one-line meaning (used by the docs and their test)."""
+    return {"doc": text, **extra}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one service worker needs to know; each field documents itself in ``metadata``."""
+
+    model_dir: str = field(
+        default="models", metadata=_doc("Registry root directory (holds `<name>/<version>/`).")
+    )
+    model_name: str = field(
+        default="sentiment", metadata=_doc("Model served; also the name in the TF-Serving URLs.")
+    )
+    runtime: str = field(
+        default="onnx",
+        metadata=_doc("Inference runtime: `onnx` (no TensorFlow in the process) or `savedmodel`."),
+    )
+    max_batch_size: int = field(
+        default=64, metadata=_doc("Most texts the batcher puts into one model call.", minimum=1)
+    )
+    batch_timeout_micros: int = field(
+        default=2000,
+        metadata=_doc(
+            "Longest a partial batch waits for requests already being parsed (an idle server never waits).",
+            minimum=0,
+        ),
+    )
+    max_queued_texts: int = field(
+        default=1024,
+        metadata=_doc("Texts allowed to wait in a worker's queue; beyond it requests get 503.", minimum=1),
+    )
+    deadline_ms: int = field(
+        default=5000,
+        metadata=_doc("Per-request deadline from arrival; a request past it gets 504.", minimum=1),
+    )
+    max_texts_per_request: int = field(
+        default=256, metadata=_doc("Most texts in one request body; more gets 413.", minimum=1)
+    )
+    max_text_chars: int = field(
+        default=20000, metadata=_doc("Most characters (code points) in one text; more gets 413.", minimum=1)
+    )
+    max_body_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=_doc("Largest request body in bytes; more gets 413.", minimum=1)
+    )
+    intra_op_threads: int = field(
+        default=1, metadata=_doc("Threads ONNX Runtime / TensorFlow use inside one model call.", minimum=1)
+    )
+    poll_interval_s: float = field(
+        default=5.0,
+        metadata=_doc(
+            "Seconds between checks of the registry's production pointer (hot reload).", minimum=0.01
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            minimum = f.metadata.get("minimum")
+            if minimum is not None and not value >= minimum:
+                raise SettingsError(f"{config_key(f.name)}={value!r} must be >= {minimum}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{config_key(f.name)}={value!r} must be finite")
+        if self.runtime not in RUNTIMES:
+            raise SettingsError(f"RUNTIME={self.runtime!r}; choose one of {RUNTIMES}")
+        if not self.model_name or "/" in self.model_name or self.model_name.startswith("."):
+            raise SettingsError(f"MODEL_NAME={self.model_name!r} is not a valid model name")
+        if self.max_texts_per_request > self.max_queued_texts:
+            raise SettingsError(
+                f"MAX_TEXTS_PER_REQUEST={self.max_texts_per_request} exceeds MAX_QUEUED_TEXTS="
+                f"{self.max_queued_texts}: such a request could never be queued"
+            )
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Settings:
+        """Build settings from UPPERCASE keys (a Flask config), coercing and checking every value."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            key = config_key(f.name)
+            if key in mapping and mapping[key] is not None:
+                values[f.name] = _coerce(key, mapping[key], f.type)
+        return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``SENTIMENT_*`` environment variables over the defaults."""
+        environ = os.environ if environ is None else environ
+        return cls.from_mapping(
+            {k[len(ENV_PREFIX) :]: v for k, v in environ.items() if k.startswith(ENV_PREFIX)}
+        )
+
+    def as_config(self) -> dict[str, Any]:
+        """Return the settings as UPPERCASE Flask config keys."""
+        return {config_key(f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @property
+    def batch_timeout_s(self) -> float:
+        """Return the batch timeout in seconds."""
+        return self.batch_timeout_micros / 1e6
+
+    @property
+    def deadline_s(self) -> float:
+        """Return the per-request deadline in seconds."""
+        return self.deadline_ms / 1e3
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Process-level knobs read by ``service/gunicorn.conf.py`` (not by the app)."""
+
+    bind: str = field(default="0.0.0.0:8000", metadata=_doc("Address gunicorn listens on (`host:port`)."))
+    workers: int = field(
+        default=2, metadata=_doc("Worker processes, each with its own model copy and batcher.", minimum=1)
+    )
+    threads: int = field(
+        default=32,
+        metadata=_doc("Request threads per worker (gthread); they mostly wait on the batcher.", minimum=1),
+    )
+    timeout_s: int = field(
+        default=60, metadata=_doc("Seconds of worker silence before gunicorn restarts it.", minimum=1)
+    )
+    log_level: str = field(default="info", metadata=_doc("Log level of gunicorn and the service."))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Build server settings from ``SENTIMENT_*`` environment variables over the defaults."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            name = ENV_PREFIX + config_key(f.name)
+            if name in environ:
+                values[f.name] = _coerce(name, environ[name], f.type)
+        settings = cls(**values)
+        for f in dataclasses.fields(cls):
+            minimum = f.metadata.get("minimum")
+            if minimum is not None and getattr(settings, f.name) < minimum:
+                raise SettingsError(f"{ENV_PREFIX}{config_key(f.name)} must be >= {minimum}")
+        return settings
+
+
+def config_key(field_name: str) -> str:
+    """Return the Flask config key of a settings field."""
+    return field_name.upper()
+
+
+def env_var(field_name: str) -> str:
+    """Return the environment variable of a settings field."""
+    return ENV_PREFIX + config_key(field_name)
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """Return (environment variable, default, meaning) for every knob, for docs and their test."""
+    rows = []
+    for cls in (Settings, ServerSettings):
+        for f in dataclasses.fields(cls):
+            rows.append((env_var(f.name), f.default, f.metadata["doc"]))
+    return rows
+
+
+def _coerce(key: str, value: Any, type_name: Any) -> Any:
+    """Convert a config or environment value to the field's type, refusing lossy conversions."""
+    type_name = getattr(type_name, "__name__", type_name)
+    try:
+        if type_name == "str":
+            return str(value)
+        if type_name == "int":
+            if isinstance(value, bool):
+                raise ValueError("booleans are not integers")
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError("not a whole number")
+                return int(value)
+            return int(str(value).strip())
+        if type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError("booleans are not numbers")
+            return float(str(value).strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{key}={value!r} is not a valid {type_name}: {exc}") from None
+    raise SettingsError(f"{key}: unsupported setting type {type_name}")

@@ -1,0 +1,123 @@
+"""Turn a decoded request document into a list of texts, or refuse it with a precise 4xx.
+
+Pure functions over plain Python values (no Flask request object), so hypothesis can fuzz them
+directly and both the native and the TF-Serving-style endpoints share one set of rules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from service.errors import InvalidRequest, PayloadTooLarge
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits one request must respect."""
+
+    max_texts: int
+    max_text_chars: int
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a UTF-8 JSON body; refuse invalid UTF-8, malformed JSON and absurd nesting."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid UTF-8 (byte {exc.start})", code="invalid_utf8") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InvalidRequest("the JSON document is nested too deeply", code="invalid_json") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+def texts_from_predict(doc: Any, limits: Limits) -> list[str]:
+    """Return the texts of a ``/v1/predict`` body: ``{"texts": [...]}`` or ``{"text": "..."}``."""
+    _require_object(doc, allowed={"text", "texts"})
+    if ("text" in doc) == ("texts" in doc):
+        raise InvalidRequest('give exactly one of "text" (a string) or "texts" (a list of strings)')
+    if "text" in doc:
+        return check_texts([doc["text"]], limits, field="text", single=True)
+    return check_texts(doc["texts"], limits, field="texts")
+
+
+def texts_from_instances(doc: Any, limits: Limits) -> list[str]:
+    """Return the texts of a TF-Serving ``:predict`` body: ``{"instances": [...]}``.
+
+    An instance is a string or ``{"text": "..."}`` (TF Serving's row format with a named input).
+    """
+    _require_object(doc, allowed={"instances", "signature_name"})
+    signature = doc.get("signature_name", "serving_default")
+    if signature != "serving_default":
+        raise InvalidRequest('"signature_name" must be "serving_default" (the only signature)')
+    if "instances" not in doc:
+        raise InvalidRequest('the body needs "instances": a list of strings or {"text": ...} objects')
+    instances = doc["instances"]
+    if not isinstance(instances, list):
+        raise InvalidRequest('"instances" must be a list')
+    texts = []
+    for i, instance in enumerate(instances):
+        if isinstance(instance, dict):
+            if set(instance) != {"text"}:
+                raise InvalidRequest(f'"instances[{i}]" must be a string or an object with only "text"')
+            instance = instance["text"]
+        texts.append(instance)
+    return check_texts(texts, limits, field="instances")
+
+
+def check_texts(texts: Any, limits: Limits, *, field: str, single: bool = False) -> list[str]:
+    """Check a list of texts against the types and limits; return it unchanged."""
+    if not isinstance(texts, list):
+        raise InvalidRequest(f'"{field}" must be a list of strings')
+    if not texts:
+        raise InvalidRequest(f'"{field}" must not be empty', code="empty_texts")
+    if len(texts) > limits.max_texts:
+        raise PayloadTooLarge(
+            f'"{field}" holds {len(texts)} texts; the limit is {limits.max_texts} per request',
+            code="too_many_texts",
+        )
+    for i, text in enumerate(texts):
+        where = f'"{field}"' if single else f'"{field}[{i}]"'
+        if not isinstance(text, str):
+            raise InvalidRequest(f"{where} must be a string, not {_json_type(text)}")
+        if len(text) > limits.max_text_chars:
+            raise PayloadTooLarge(
+                f"{where} has {len(text)} characters; the limit is {limits.max_text_chars}",
+                code="text_too_long",
+            )
+        if not text.strip():
+            raise InvalidRequest(f"{where} is empty or only whitespace", code="empty_text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a "\\ud800" escape is not a character
+            raise InvalidRequest(f"{where} contains an unpaired surrogate", code="invalid_text") from None
+    return texts
+
+
+def _require_object(doc: Any, *, allowed: set[str]) -> None:
+    """Refuse a non-object body or one with unknown fields (typos should not pass silently)."""
+    if not isinstance(doc, dict):
+        raise InvalidRequest(f"the body must be a JSON object, not {_json_type(doc)}")
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        shown = [name[:40] for name in unknown[:3]]  # never echo a megabyte-long key back
+        raise InvalidRequest(f"unknown field(s) {shown}; allowed: {sorted(allowed)}")
+
+
+def _json_type(value: Any) -> str:
+    """Name a decoded JSON value's type as JSON calls it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"

@@ -1,0 +1,50 @@
+"""Request documents → texts, as pure functions (the HTTP paths are covered in test_api)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.validation import Limits, decode_json, texts_from_instances, texts_from_predict
+
+LIMITS = Limits(max_texts=5, max_text_chars=50)
+valid_text = st.text(min_size=1, max_size=50).filter(
+    lambda t: t.strip() and not any(0xD800 <= ord(c) <= 0xDFFF for c in t)
+)
+
+
+@given(st.lists(valid_text, min_size=1, max_size=5))
+def test_valid_texts_come_back_unchanged(texts):
+    assert texts_from_predict({"texts": texts}, LIMITS) == texts
+    assert texts_from_instances({"instances": [{"text": t} for t in texts]}, LIMITS) == texts
+
+
+@given(valid_text)
+def test_single_text_is_a_list_of_one(text):
+    assert texts_from_predict({"text": text}, LIMITS) == [text]
+
+
+def test_limits_are_inclusive():
+    assert texts_from_predict({"texts": ["x" * 50] * 5}, LIMITS)
+    with pytest.raises(PayloadTooLarge) as too_many:
+        texts_from_predict({"texts": ["x"] * 6}, LIMITS)
+    assert too_many.value.code == "too_many_texts"
+    with pytest.raises(PayloadTooLarge) as too_long:
+        texts_from_predict({"texts": ["x" * 51]}, LIMITS)
+    assert too_long.value.code == "text_too_long"
+
+
+def test_decode_json_refuses_bad_bytes():
+    assert decode_json(b'{"a": [1]}') == {"a": [1]}
+    for raw, code in [(b"\xc3\x28", "invalid_utf8"), (b"{", "invalid_json"), (b"[" * 50_000, "invalid_json")]:
+        with pytest.raises(InvalidRequest) as err:
+            decode_json(raw)
+        assert err.value.code == code
+
+
+def test_unknown_field_names_are_truncated_in_the_message():
+    with pytest.raises(InvalidRequest) as err:
+        texts_from_predict({"texts": ["a"], "k" * 10_000: 1}, LIMITS)
+    assert len(err.value.message) < 200
