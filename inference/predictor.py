@@ -133,6 +133,19 @@ class Predictor:
             out[idx] = self.backend.logits(pad_batch([sequences[i] for i in idx]))
         return out
 
+    def score_together(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
+        """Return calibrated probabilities for sequences scored in a single model call.
+
+        Unlike :meth:`score_ids` there are no length buckets and no ``max_batch_size`` split: for
+        callers comparing scores of nearly equal sequences (occlusion), which bound the batch.
+        """
+        if not sequences:
+            return np.empty(0, dtype=np.float64)
+        logits = self.backend.logits(pad_batch(sequences))
+        if len(logits) != len(sequences):
+            raise RuntimeError(f"the model returned {len(logits)} scores for {len(sequences)} sequences")
+        return self.calibrate(logits)
+
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
         """Map raw logits to calibrated probabilities with the stored temperature."""
         return sigmoid(np.asarray(logits, dtype=np.float64) / self.temperature)

@@ -1,7 +1,7 @@
 """HTTP endpoints: parse the request, delegate to the data plane, serialise the answer.
 
-Blueprints, one per concern: native predictions, TF-Serving-compatible routes, health probes and
-the API description. Each view stays a few lines; rules live in ``service.validation`` and logic
+Blueprints, one per concern: native predictions, explanations, TF-Serving-compatible routes,
+health probes, the API description, and the web page with the model's evaluation report. Each view stays a few lines; rules live in ``service.validation`` and logic
 in ``service.dataplane``.
 """
 
@@ -11,22 +11,39 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, send_file, url_for
+from markupsafe import Markup
 from werkzeug.exceptions import MethodNotAllowed
 
 from service.dataplane import DataPlane, Prediction
-from service.errors import RETRY_AFTER_S, ModelNotFound, PayloadTooLarge, UnsupportedMediaType, error_response
+from service.errors import (
+    RETRY_AFTER_S,
+    ModelNotFound,
+    PayloadTooLarge,
+    ReportNotFound,
+    UnsupportedMediaType,
+    error_response,
+)
 from service.openapi import spec_for
-from service.validation import Limits, decode_json, texts_from_instances, texts_from_predict
+from service.report import REPORT_MARKDOWN, markdown_to_html, report_images
+from service.validation import Limits, decode_json, text_from_explain, texts_from_instances, texts_from_predict
 
 EXTENSION = "sentiment"
 #: An oversized body is read and dropped up to this many times the limit, so the client sees 413.
 DRAIN_FACTOR = 2
 
+#: The page and the report load nothing from elsewhere; scripts and styles only from files.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
 predict_bp = Blueprint("predict", __name__)
+explain_bp = Blueprint("explain", __name__)
 tfserving_bp = Blueprint("tfserving", __name__)
 probes_bp = Blueprint("probes", __name__)
 docs_bp = Blueprint("docs", __name__)
+web_bp = Blueprint("web", __name__)
 
 
 def dataplane() -> DataPlane:
@@ -104,6 +121,31 @@ def predict() -> Response:
     )
 
 
+# -- explanations ----------------------------------------------------------------------------
+@explain_bp.post("/v1/explain")
+def explain() -> Response:
+    """Explain ``{"text": "..."}``: its prediction and each token's contribution, by occlusion."""
+    plane = dataplane()
+    deadline = time.monotonic() + plane.settings.deadline_s
+    text = text_from_explain(_json_body(), _limits())
+    result = plane.explain(text, deadline)
+    p, e = result.prediction, result.explanation
+    return jsonify(
+        {
+            "label": p.label,
+            "probability": p.probability,
+            "model_name": p.model_name,
+            "model_version": p.model_version,
+            "tokens": [
+                {"token": t.token, "position": t.position, "known": t.known, "contribution": t.contribution}
+                for t in e.tokens
+            ],
+            "tokens_in_text": e.tokens_in_text,
+            "truncated": e.truncated,
+        }
+    )
+
+
 # -- TF Serving REST API ---------------------------------------------------------------------
 def _check_model(name: str) -> None:
     """Refuse a URL naming another model than the one served."""
@@ -159,3 +201,49 @@ def readyz() -> Response:
 def openapi() -> Response:
     """Serve the OpenAPI 3 description, with the limits this worker enforces."""
     return jsonify(spec_for(dataplane().settings))
+
+
+# -- web page and evaluation report ----------------------------------------------------------
+@web_bp.get("/")
+def index() -> Response:
+    """Serve the demo page (static files; its script calls ``/readyz`` and ``/v1/explain``)."""
+    return current_app.send_static_file("index.html")
+
+
+@web_bp.get("/v1/models/<name>/report")
+def report(name: str) -> str:
+    """Render the served version's evaluation report (``report/report.md``) as an HTML page."""
+    _check_model(name)
+    served = dataplane().report()
+    source = served.folder / REPORT_MARKDOWN
+    if not source.is_file():
+        raise ReportNotFound(f"version {served.model_version} of {served.model_name!r} has no evaluation report")
+    images = set(report_images(served.folder))
+
+    def image_url(file: str) -> str | None:
+        return url_for("web.report_image", name=name, file=file) if file in images else None
+
+    body = markdown_to_html(source.read_text(encoding="utf-8", errors="replace"), image_url)
+    return render_template("report.html", report=served, body=Markup(body))  # body is escaped HTML
+
+
+@web_bp.get("/v1/models/<name>/report/<file>")
+def report_image(name: str, file: str) -> Response:
+    """Serve one PNG of the served version's report; no other file, no path, no link."""
+    _check_model(name)
+    served = dataplane().report()
+    if file not in report_images(served.folder):
+        raise ReportNotFound(
+            f"the report of version {served.model_version} has no image {file[:100]!r}; "
+            "only its own .png files are served"
+        )
+    return send_file(served.folder / file, mimetype="image/png", max_age=0)
+
+
+@web_bp.after_request
+def _page_headers(response: Response) -> Response:
+    """Forbid inline scripts and foreign content on the page and the report (defence in depth)."""
+    response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    return response

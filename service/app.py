@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         DEBUG=False,
         PROPAGATE_EXCEPTIONS=False,  # every error becomes a JSON body, also under TESTING
         MAX_CONTENT_LENGTH=settings.max_body_bytes + 1,  # +1: see api._json_body
+        SEND_FILE_MAX_AGE_DEFAULT=0,  # the page's files revalidate (ETag): a deploy shows at once
     )
     app.json.sort_keys = False  # keep fields in the documented order
 
@@ -52,7 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     errors.init_app(app, on_unhandled=metrics.unhandled.inc)
     metrics.init_app(app)
-    for blueprint in (api.predict_bp, api.tfserving_bp, api.probes_bp, api.docs_bp):
+    for blueprint in (api.predict_bp, api.explain_bp, api.tfserving_bp, api.probes_bp, api.docs_bp, api.web_bp):
         app.register_blueprint(blueprint)
 
     plane.start()

@@ -5,19 +5,29 @@ with the Predictor served at that moment. The batch function scores them with th
 served when the batch runs; if a hot reload swapped versions in between, it re-encodes with the
 new version's vocabulary, so a text is always scored by the version whose tokenizer encoded it,
 and every prediction carries that version.
+
+Explanations (``/v1/explain``) bypass the batcher: the ``n + 1`` occluded sequences of one text
+are already a full batch and must all be scored by one version in one model call, which a
+shared batch could split across calls and, during a hot reload, across versions. Their cost is
+bounded by the token cap and by running one explanation at a time per worker.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from inference.explain import Explanation, Occlusion
 from inference.predictor import Predictor
-from service.batcher import Arrival, BatchObserver, DynamicBatcher
-from service.model_manager import ModelManager
+from service.batcher import Arrival, BatchObserver, DynamicBatcher, QueueFull
+from registry.artifact import REPORT_DIR
+from service.model_manager import ModelManager, ModelUnavailable
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,23 @@ class Prediction:
     probability: float
     model_name: str
     model_version: int
+
+
+@dataclass(frozen=True)
+class ExplainedPrediction:
+    """One text's prediction and the per-token explanation computed with the same version."""
+
+    prediction: Prediction
+    explanation: Explanation
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where the served version keeps its evaluation report."""
+
+    model_name: str
+    model_version: int
+    folder: Path
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,7 @@ class DataPlane:
             observer=observer,
             name=f"batcher-{settings.model_name}",
         )
+        self._explaining = threading.Lock()  # one explanation at a time per worker
 
     def start(self) -> DataPlane:
         """Load the production version now (if any) and start the batching and reload threads."""
@@ -97,6 +125,29 @@ class DataPlane:
         if arrival is not None:
             return arrival.submit(items, deadline)
         return self.batcher.submit(items, deadline)
+
+    def explain(self, text: str, deadline: float) -> ExplainedPrediction:
+        """Score one validated text and each of its one-token occlusions in one model call.
+
+        Raises TooManyTokens (413) at once when the text exceeds ``explain_max_tokens``; waits
+        for the worker's explanation slot until ``deadline``, then raises QueueFull (503).
+        """
+        predictor = self.manager.current()
+        occlusion = Occlusion.of(predictor.vocabulary, text, max_tokens=self.settings.explain_max_tokens)
+        if not self._explaining.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise QueueFull("another explanation kept this worker busy until the deadline")
+        try:
+            explanation = occlusion.explain(predictor)
+        except Exception as exc:
+            raise InferenceError(f"model {predictor.name} v{predictor.version} failed: {exc}") from exc
+        finally:
+            self._explaining.release()
+        values = [explanation.probability] + [t.contribution for t in explanation.tokens]
+        if not np.all(np.isfinite(values)):
+            raise NonFiniteScore(f"model {predictor.name} v{predictor.version} produced a non-finite score")
+        p = explanation.probability
+        prediction = Prediction(predictor.label_for(p), p, predictor.name, predictor.version)
+        return ExplainedPrediction(prediction, explanation)
 
     def _score_batch(self, items: list[_Encoded]) -> list[Prediction]:
         """Score one batch with the Predictor served now (runs on the batcher thread)."""
@@ -142,6 +193,11 @@ class DataPlane:
             },
             "metrics": metrics,
         }
+
+    def report(self) -> Report:
+        """Return the served version's report folder (it may not exist: the caller checks)."""
+        served = self.manager.current()
+        return Report(served.name, served.version, served.artifact.file(REPORT_DIR))
 
     def readiness(self) -> dict | None:
         """Return the served model's name and version, or None when not ready."""

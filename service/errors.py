@@ -13,6 +13,7 @@ from collections.abc import Callable
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from inference.explain import TooManyTokens
 from service.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from service.dataplane import InferenceError
 from service.model_manager import ModelUnavailable
@@ -75,6 +76,13 @@ class UnsupportedMediaType(ApiError):
     code = "unsupported_media_type"
 
 
+class ReportNotFound(ApiError):
+    """The served version has no evaluation report, or its report has no such image."""
+
+    status = 404
+    code = "report_not_found"
+
+
 class ModelNotFound(ApiError):
     """The URL names a model this service does not serve."""
 
@@ -97,6 +105,15 @@ def init_app(app: Flask, on_unhandled: Callable[[], None] | None = None) -> None
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(TooManyTokens)
+    def _too_many_tokens(exc: TooManyTokens) -> Response:
+        return error_response(
+            413,
+            "too_many_tokens",
+            f"the text has {exc.count} tokens to explain (after truncation to the model's input length); "
+            f"the limit is {exc.limit} (SENTIMENT_EXPLAIN_MAX_TOKENS)",
+        )
 
     @app.errorhandler(QueueFull)
     def _queue_full(exc: QueueFull) -> Response:

@@ -23,10 +23,11 @@ def base_spec() -> dict:
 
 
 def spec_for(settings: Settings) -> dict:
-    """Return the spec with the text and list limits of ``settings``."""
+    """Return the spec with the text, list and explanation limits of ``settings``."""
     spec = copy.deepcopy(base_spec())
     schemas = spec["components"]["schemas"]
     schemas["Text"]["maxLength"] = settings.max_text_chars
     schemas["PredictRequest"]["properties"]["texts"]["maxItems"] = settings.max_texts_per_request
     schemas["TFPredictRequest"]["properties"]["instances"]["maxItems"] = settings.max_texts_per_request
+    schemas["ExplainRequest"]["x-max-tokens"] = settings.explain_max_tokens
     return spec

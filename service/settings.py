@@ -68,6 +68,13 @@ class Settings:
     max_body_bytes: int = field(
         default=4 * 1024 * 1024, metadata=_doc("Largest request body in bytes; more gets 413.", minimum=1)
     )
+    explain_max_tokens: int = field(
+        default=256,
+        metadata=_doc(
+            "Most tokens `/v1/explain` explains (one model call scores tokens + 1 sequences); more gets 413.",
+            minimum=1,
+        ),
+    )
     intra_op_threads: int = field(
         default=1, metadata=_doc("Threads ONNX Runtime / TensorFlow use inside one model call.", minimum=1)
     )

@@ -45,6 +45,14 @@ def texts_from_predict(doc: Any, limits: Limits) -> list[str]:
     return check_texts(doc["texts"], limits, field="texts")
 
 
+def text_from_explain(doc: Any, limits: Limits) -> str:
+    """Return the text of a ``/v1/explain`` body: ``{"text": "..."}`` (one text per explanation)."""
+    _require_object(doc, allowed={"text"})
+    if "text" not in doc:
+        raise InvalidRequest('the body needs "text": the string to explain')
+    return check_texts([doc["text"]], limits, field="text", single=True)[0]
+
+
 def texts_from_instances(doc: Any, limits: Limits) -> list[str]:
     """Return the texts of a TF-Serving ``:predict`` body: ``{"instances": [...]}``.
 

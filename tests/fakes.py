@@ -1,19 +1,20 @@
 """Random-weight model versions for fast tests of consumers (service, scoring, registry).
 
 They use the real artifact layout, real tokenizer and real ONNX graph builder; only the weights
-are random. Tests that need a *trained* model use the session fixture in conftest instead.
+are random, and they have no evaluation report unless :func:`add_fake_report` gives them one. Tests that need a *trained* model use the session fixture in conftest instead.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from pathlib import Path
 
 import onnx
 
 from embeddings.tokenizer import tokenize
 from embeddings.vocabulary import Vocabulary
-from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, TOKENIZER_FILE
+from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, REPORT_DIR, TOKENIZER_FILE
 from registry.store import MANIFEST, Registry, write_json_atomic
 from training.onnx_export import build_onnx_model, random_weights
 
@@ -54,3 +55,28 @@ def make_random_version(
     if promote:
         registry.promote(name, version)
     return version
+
+
+def png(width: int = 1, height: int = 1) -> bytes:
+    """Return a valid grey PNG image of the given size."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])  # 8-bit grey
+    pixels = zlib.compress(b"".join(b"\x00" + b"\x80" * width for _ in range(height)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def add_fake_report(registry: Registry, name: str = "sentiment", version: int = 1) -> Path:
+    """Give a version a small evaluation report (``report.md``, ``roc.png``); return its folder."""
+    folder = registry.version_dir(name, version) / REPORT_DIR
+    folder.mkdir()
+    (folder / "report.md").write_text(
+        f"# Model {name}: validation report\n\n- **rows**: <b>200</b>\n\n"
+        "| metric | value |\n| --- | --- |\n| accuracy | 0.8000 |\n\n## ROC curve\n\n![ROC curve](roc.png)\n",
+        encoding="utf-8",
+    )
+    (folder / "roc.png").write_bytes(png(3, 2))
+    (folder / "metrics.json").write_text('{"accuracy": 0.8}', encoding="utf-8")
+    return folder

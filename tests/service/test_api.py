@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from embeddings.tokenizer import tokenize
+from registry.artifact import REPORT_DIR
 from registry.store import Registry
-from tests.fakes import make_random_version
+from tests.fakes import add_fake_report, make_random_version, png
 from tests.service.spec import validate
 
 PREDICT = "/v1/predict"
+EXPLAIN = "/v1/explain"
 TF_PREDICT = "/v1/models/sentiment:predict"
 STATUS = "/v1/models/sentiment"
+REPORT = "/v1/models/sentiment/report"
+STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
 
 
 def post_json(client, url: str, doc) -> object:
@@ -341,3 +348,212 @@ def test_stopped_worker_answers_503_shutting_down(app, client):
 
 def test_debug_is_off(app):
     assert app.debug is False
+
+
+# -- explanations ------------------------------------------------------------------------------
+def test_explain_scores_like_predict_and_lists_every_token(client):
+    text = "A wonderful film, but the plot was boring! zorblax"
+    response = post_json(client, EXPLAIN, {"text": text})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    body = response.get_json()
+    validate(body, "ExplainResponse")
+    predicted = post_json(client, PREDICT, {"text": text}).get_json()["predictions"][0]
+    assert body["probability"] == pytest.approx(predicted["probability"], abs=1e-6)
+    assert body["label"] == ("positive" if body["probability"] >= 0.5 else "negative")
+    assert (body["model_name"], body["model_version"]) == ("sentiment", 1)
+    assert [t["token"] for t in body["tokens"]] == tokenize(text)
+    assert [t["position"] for t in body["tokens"]] == list(range(len(body["tokens"])))
+    assert [t["known"] for t in body["tokens"]][-1] is False  # zorblax is not in the vocabulary
+    assert body["tokens_in_text"] == len(body["tokens"]) and body["truncated"] is False
+
+
+def test_explain_contribution_is_the_score_change_without_the_token(app, client):
+    text = "great acting, awful plot"
+    body = post_json(client, EXPLAIN, {"text": text}).get_json()
+    predictor = app.extensions["sentiment"].manager.current()
+    ids = predictor.encode([text])[0]
+    for i, token in enumerate(body["tokens"]):
+        without = float(predictor.score_ids([np.delete(ids, i)])[0])
+        assert token["contribution"] == pytest.approx(body["probability"] - without, abs=1e-6)
+
+
+def test_explain_shows_a_xss_attempt_only_as_plain_tokens(client):
+    text = '<script>alert("x")</script> loved it <img src=x onerror=alert(1)>'
+    body = post_json(client, EXPLAIN, {"text": text}).get_json()
+    assert [t["token"] for t in body["tokens"]] == ["alert", "x", "loved", "it"]  # tags are dropped
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b'{"text": "caf\xe9"}', 400, "invalid_utf8"),
+        (b'"just a string"', 400, "invalid_request"),
+        (b"{}", 400, "invalid_request"),
+        (b'{"texts": ["a"]}', 400, "invalid_request"),
+        (b'{"text": "a", "texts": ["b"]}', 400, "invalid_request"),
+        (b'{"text": ["a"]}', 400, "invalid_request"),
+        (b'{"text": null}', 400, "invalid_request"),
+        (b'{"text": " \\n"}', 400, "empty_text"),
+        (b'{"text": "\\ud800 lone surrogate"}', 400, "invalid_text"),
+    ],
+)
+def test_explain_rejects_bad_bodies(client, body, status, code):
+    assert_error(client.post(EXPLAIN, data=body, content_type="application/json"), status, code)
+
+
+def test_explain_limits(make_app):
+    client = make_app(EXPLAIN_MAX_TOKENS=5, MAX_TEXT_CHARS=60, MAX_BODY_BYTES=200).test_client()
+    assert post_json(client, EXPLAIN, {"text": "one two three four five"}).status_code == 200
+    body = assert_error(post_json(client, EXPLAIN, {"text": "one two three four five six"}), 413, "too_many_tokens")
+    assert "6 tokens" in body["error"]["message"] and "limit is 5" in body["error"]["message"]
+    assert_error(post_json(client, EXPLAIN, {"text": "x" * 61}), 413, "text_too_long")
+    assert_error(post_json(client, EXPLAIN, {"text": "x " * 150}), 413, "payload_too_large")
+    assert_error(client.post(EXPLAIN, data="text=x"), 415, "unsupported_media_type")
+    response = client.get(EXPLAIN)
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_explain_caps_tokens_after_truncation(make_app):
+    client = make_app(EXPLAIN_MAX_TOKENS=64).test_client()  # the fake model reads 64 tokens
+    body = post_json(client, EXPLAIN, {"text": "great " * 500}).get_json()
+    validate(body, "ExplainResponse")
+    assert len(body["tokens"]) == 64 and body["tokens_in_text"] == 500 and body["truncated"] is True
+    positions = [t["position"] for t in body["tokens"]]
+    assert positions[:16] == list(range(16)) and positions[16:] == list(range(452, 500))  # head 16 + tail
+
+
+def test_explain_runs_one_at_a_time_and_leaves_predictions_flowing(make_app):
+    app = make_app(DEADLINE_MS=300)
+    predictor = app.extensions["sentiment"].manager.current()
+    original = predictor.score_together
+    entered, release = threading.Event(), threading.Event()
+
+    def held(sequences):
+        entered.set()
+        release.wait(10)
+        return original(sequences)
+
+    predictor.score_together = held
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(post_json, app.test_client(), EXPLAIN, {"text": "slow one"})
+        assert entered.wait(5)
+        client = app.test_client()
+        assert post_json(client, PREDICT, {"text": "the batcher is not blocked"}).status_code == 200
+        response = post_json(client, EXPLAIN, {"text": "waits for the first"})
+        assert_error(response, 503, "overloaded")
+        assert response.headers["Retry-After"] == "1"
+        release.set()
+        assert first.result(5).status_code == 200
+    assert post_json(app.test_client(), EXPLAIN, {"text": "free again"}).status_code == 200
+
+
+def test_explain_model_failures_are_json_500(app, client):
+    predictor = app.extensions["sentiment"].manager.current()
+    predictor.score_together = lambda seqs: 1 / 0
+    response = post_json(client, EXPLAIN, {"text": "x"})
+    assert_error(response, 500, "inference_failed")
+    assert "ZeroDivision" not in response.get_data(as_text=True)
+    predictor.score_together = lambda seqs: np.full(len(seqs), np.nan)
+    assert_error(post_json(client, EXPLAIN, {"text": "x"}), 500, "inference_failed")
+
+
+def test_explain_without_a_model_is_503(make_app, tmp_path):
+    client = make_app(Registry(tmp_path / "empty")).test_client()
+    assert_error(post_json(client, EXPLAIN, {"text": "x"}), 503, "model_unavailable")
+
+
+def test_explain_is_counted_under_its_route(client):
+    post_json(client, EXPLAIN, {"text": "fine"})
+    post_json(client, EXPLAIN, {"text": ""})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'sentiment_http_requests_total{method="POST",route="/v1/explain",status="200"} 1.0' in text
+    assert 'sentiment_http_requests_total{method="POST",route="/v1/explain",status="400"} 1.0' in text
+    assert "sentiment_unhandled_errors_total 0.0" in text
+
+
+# -- web page and evaluation report -------------------------------------------------------------
+def test_page_is_served_with_its_files(client):
+    response = client.get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert 'id="review"' in page and 'id="analyse"' in page
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    for asset, mimetype in (("/static/app.js", "text/javascript"), ("/static/style.css", "text/css")):
+        served = client.get(asset)
+        assert served.status_code == 200 and served.mimetype == mimetype, asset
+    assert_error(client.get("/static/missing.js"), 404, "not_found")
+    assert_error(client.post("/"), 405, "method_not_allowed")
+
+
+def test_page_loads_nothing_from_elsewhere_and_never_inserts_html():
+    for path in STATIC.iterdir():
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"(src|href)=[\"'](https?:)?//", source), f"{path.name} loads a foreign resource"
+        assert "@import" not in source and "url(http" not in source, path.name
+    script = (STATIC / "app.js").read_text(encoding="utf-8")
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
+
+
+def test_report_is_rendered_as_html(client, fake_registry):
+    add_fake_report(fake_registry)
+    response = client.get(REPORT)
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "<h1>Model sentiment: validation report</h1>" in page
+    assert "<td>accuracy</td><td>0.8000</td>" in page
+    assert '<img src="/v1/models/sentiment/report/roc.png" alt="ROC curve"' in page
+    assert "&lt;b&gt;200&lt;/b&gt;" in page and "<b>200" not in page
+    assert "sentiment · v1" in page
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+    assert client.head(REPORT).status_code == 200
+
+
+def test_report_images_are_served(client, fake_registry):
+    folder = add_fake_report(fake_registry)
+    response = client.get(REPORT + "/roc.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.data == (folder / "roc.png").read_bytes()
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../manifest.json",
+        "/..%2Fmanifest.json",
+        "/%2e%2e%2fmanifest.json",
+        "/..%2F..%2F1%2Fmanifest.json",
+        "/..",
+        "/%2e%2e",
+        "/..%5Croc.png",
+        "/report.md",
+        "/metrics.json",
+        "/.hidden.png",
+        "/ROC.PNG",
+        "/missing.png",
+        "/roc.png%00.txt",
+        "/sub/roc.png",
+    ],
+)
+def test_report_serves_nothing_but_its_png_files(client, fake_registry, path):
+    add_fake_report(fake_registry)
+    (fake_registry.version_dir("sentiment", 1) / REPORT_DIR / ".hidden.png").write_bytes(png())
+    response = client.get(REPORT + path)
+    assert response.status_code == 404, path
+    assert response.mimetype == "application/json"
+    validate(response.get_json(), "Error")
+    assert response.get_json()["error"]["code"] in {"not_found", "report_not_found"}
+    assert b"\x89PNG" not in response.data and b'"format"' not in response.data
+
+
+def test_report_errors(make_app, client, tmp_path):
+    assert_error(client.get(REPORT), 404, "report_not_found")  # random-weight versions have no report
+    assert_error(client.get(REPORT + "/roc.png"), 404, "report_not_found")
+    assert_error(client.get("/v1/models/other/report"), 404, "model_not_found")
+    assert_error(client.get("/v1/models/other/report/roc.png"), 404, "model_not_found")
+    assert_error(client.post(REPORT), 405, "method_not_allowed")
+    empty = make_app(Registry(tmp_path / "empty")).test_client()
+    assert_error(empty.get(REPORT), 503, "model_unavailable")

@@ -96,6 +96,24 @@ def test_runtime_errors_become_inference_errors(plane: DataPlane):
     assert isinstance(err.value.__cause__, ZeroDivisionError)
 
 
+def test_explanation_is_scored_by_one_version_outside_the_batcher(plane: DataPlane, fake_registry: Registry):
+    predictor = plane.manager.current()
+    original = predictor.score_together
+
+    def swap_then_score(sequences):
+        make_random_version(fake_registry, seed=9)
+        plane.manager.refresh()  # a hot reload lands while the explanation is being scored
+        return original(sequences)
+
+    predictor.score_together = swap_then_score  # type: ignore[method-assign]
+    plane.batcher._submit = lambda *args: pytest.fail("explanations bypass the batcher")  # type: ignore
+    result = plane.explain(TEXTS[2], later())
+    assert plane.manager.current().version == 2
+    assert result.prediction.model_version == 1  # every occlusion was scored by version 1
+    assert result.prediction.probability == pytest.approx(float(predictor.score_texts(TEXTS[2:3])[0]), abs=1e-6)
+    assert [t.token for t in result.explanation.tokens] == ["not", "great", "not", "terrible", "!"]
+
+
 def test_status_lists_served_loading_and_refused_versions(plane: DataPlane):
     status = plane.model_status()
     assert status["model_version_status"] == [

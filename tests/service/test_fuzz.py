@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fakes import add_fake_report
 from tests.service.spec import validate
 
 FUZZ = settings(
@@ -20,7 +21,13 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-ROUTES = ["/v1/predict", "/v1/models/sentiment:predict"]
+#: The POST routes taking a JSON body, with the schema of their 200 answer.
+ROUTES = {
+    "/v1/predict": "PredictResponse",
+    "/v1/models/sentiment:predict": "TFPredictResponse",
+    "/v1/explain": "ExplainResponse",
+}
+REPORT_FILES = "/v1/models/sentiment/report/"
 
 texts = st.text(max_size=120)
 json_values = st.recursive(
@@ -48,30 +55,31 @@ def check(response, route: str) -> None:
     body = response.get_json(silent=True)
     assert body is not None, response.get_data(as_text=True)
     if response.status_code == 200:
-        validate(body, "PredictResponse" if route == "/v1/predict" else "TFPredictResponse")
+        validate(body, ROUTES[route])
     else:
         assert 400 <= response.status_code < 500
         validate(body, "Error")
 
 
 @pytest.fixture
-def fuzz_client(make_app):
+def fuzz_client(make_app, fake_registry):
     """Return a client of an app with small limits, so the limits are reachable by fuzzing."""
-    app = make_app(MAX_TEXTS_PER_REQUEST=4, MAX_TEXT_CHARS=80, MAX_BODY_BYTES=2000)
+    add_fake_report(fake_registry)
+    app = make_app(MAX_TEXTS_PER_REQUEST=4, MAX_TEXT_CHARS=80, MAX_BODY_BYTES=2000, EXPLAIN_MAX_TOKENS=8)
     yield app.test_client()
     metrics = app.test_client().get("/metrics").get_data(as_text=True)
     assert "sentiment_unhandled_errors_total 0.0" in metrics
 
 
 @FUZZ
-@given(doc=near_valid, route=st.sampled_from(ROUTES))
+@given(doc=near_valid, route=st.sampled_from(sorted(ROUTES)))
 def test_json_documents_never_cause_5xx(fuzz_client, doc, route):
     body = json.dumps(doc, allow_nan=True)
     check(fuzz_client.post(route, data=body, content_type="application/json"), route)
 
 
 @FUZZ
-@given(body=st.binary(max_size=300), route=st.sampled_from(ROUTES))
+@given(body=st.binary(max_size=300), route=st.sampled_from(sorted(ROUTES)))
 def test_arbitrary_bytes_never_cause_5xx(fuzz_client, body, route):
     check(fuzz_client.post(route, data=body, content_type="application/json"), route)
 
@@ -96,10 +104,15 @@ def test_arbitrary_bytes_never_cause_5xx(fuzz_client, body, route):
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
     path=st.one_of(
         st.sampled_from(
-            ROUTES + ["/v1/models/sentiment", "/healthz", "/readyz", "/openapi.json", "/v1/models/x:predict"]
+            sorted(ROUTES)
+            + ["/v1/models/sentiment", "/healthz", "/readyz", "/openapi.json", "/v1/models/x:predict"]
+            + ["/", "/static/app.js", "/v1/models/sentiment/report", "/v1/models/sentiment/report/roc.png"]
         ),
         st.text(alphabet=st.characters(codec="ascii", exclude_characters="?#"), max_size=30).map(
             lambda p: "/" + p
+        ),
+        st.text(alphabet=st.characters(codec="ascii", exclude_characters="?#"), max_size=30).map(
+            lambda p: REPORT_FILES + p  # only the report's own PNG files may come back
         ),
     ),
 )
@@ -110,5 +123,7 @@ def test_methods_paths_and_content_types_never_cause_5xx(fuzz_client, body, cont
     except ValueError:  # the test client itself refuses headers with newlines: not a request at all
         return
     assert response.status_code < 500, response.get_data(as_text=True)
+    if response.status_code == 200 and method in ("GET", "HEAD") and path.startswith(REPORT_FILES):
+        assert response.mimetype == "image/png" and path.endswith("/roc.png"), path
     if method != "HEAD" and path != "/metrics":
         assert response.get_json(silent=True) is not None or response.status_code == 200

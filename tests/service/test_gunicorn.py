@@ -6,6 +6,7 @@ really trained model once that fixture is added to ``SERVING_REGISTRIES``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -94,6 +95,23 @@ def test_every_endpoint_over_http(server: GunicornServer, serving_registry: Regi
     assert s.get(server.url("/readyz")).json()["model_version"] == version
     spec = s.get(server.url("/openapi.json")).json()
     assert "/v1/predict" in spec["paths"]
+
+    explained = s.post(server.url("/v1/explain"), json={"text": TEXTS[0]}).json()
+    validate(explained, "ExplainResponse")
+    assert explained["probability"] == pytest.approx(body["predictions"][0]["probability"], abs=1e-6)
+    page = s.get(server.url("/"))
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert s.get(server.url("/static/app.js")).status_code == 200
+    has_report = (serving_registry.version_dir("sentiment", version) / "report" / "report.md").is_file()
+    report = s.get(server.url("/v1/models/sentiment/report"))
+    assert report.status_code == (200 if has_report else 404)
+    for raw in ("/v1/models/sentiment/report/../manifest.json", "/v1/models/sentiment/report/..%2Fmanifest.json"):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)  # sends ".." as is
+        connection.request("GET", raw)
+        answer = connection.getresponse()
+        assert answer.status == 404, raw
+        assert json.loads(answer.read())["error"]["code"] in {"not_found", "report_not_found"}
+        connection.close()
     metrics = s.get(server.url("/metrics"))
     assert metrics.status_code == 200 and "sentiment_batch_size_count" in metrics.text
 

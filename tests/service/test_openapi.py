@@ -35,6 +35,8 @@ def test_docs_show_every_route_and_error_code():
         "payload_too_large",
         "too_many_texts",
         "text_too_long",
+        "too_many_tokens",
+        "report_not_found",
         "unsupported_media_type",
         "model_not_found",
         "not_found",
@@ -51,13 +53,14 @@ def test_docs_show_every_route_and_error_code():
 
 
 def test_spec_is_served_with_live_limits(make_app):
-    client = make_app(MAX_TEXTS_PER_REQUEST=7, MAX_TEXT_CHARS=99).test_client()
+    client = make_app(MAX_TEXTS_PER_REQUEST=7, MAX_TEXT_CHARS=99, EXPLAIN_MAX_TOKENS=33).test_client()
     spec = client.get("/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     schemas = spec["components"]["schemas"]
     assert schemas["PredictRequest"]["properties"]["texts"]["maxItems"] == 7
     assert schemas["TFPredictRequest"]["properties"]["instances"]["maxItems"] == 7
     assert schemas["Text"]["maxLength"] == 99
+    assert schemas["ExplainRequest"]["x-max-tokens"] == 33
     validate({"texts": ["ok"] * 7}, "PredictRequest", spec)
 
 
@@ -68,3 +71,6 @@ def test_request_examples_in_the_spec_are_valid():
         validate(example["value"], "PredictRequest")
     tf_body = spec["paths"]["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]
     validate(tf_body["example"], "TFPredictRequest")
+    explain = spec["paths"]["/v1/explain"]["post"]
+    validate(explain["requestBody"]["content"]["application/json"]["example"], "ExplainRequest")
+    validate(explain["responses"]["200"]["content"]["application/json"]["example"], "ExplainResponse")

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.errors import InvalidRequest, PayloadTooLarge
-from service.validation import Limits, decode_json, texts_from_instances, texts_from_predict
+from service.validation import Limits, decode_json, text_from_explain, texts_from_instances, texts_from_predict
 
 LIMITS = Limits(max_texts=5, max_text_chars=50)
 valid_text = st.text(min_size=1, max_size=50).filter(
@@ -48,3 +48,25 @@ def test_unknown_field_names_are_truncated_in_the_message():
     with pytest.raises(InvalidRequest) as err:
         texts_from_predict({"texts": ["a"], "k" * 10_000: 1}, LIMITS)
     assert len(err.value.message) < 200
+
+
+@given(valid_text)
+def test_explain_takes_one_text(text):
+    assert text_from_explain({"text": text}, LIMITS) == text
+
+
+@pytest.mark.parametrize(
+    "doc, error, code",
+    [
+        ({}, InvalidRequest, "invalid_request"),
+        ({"texts": ["a"]}, InvalidRequest, "invalid_request"),
+        ({"text": ["a"]}, InvalidRequest, "invalid_request"),
+        ({"text": " "}, InvalidRequest, "empty_text"),
+        ({"text": "x" * 51}, PayloadTooLarge, "text_too_long"),
+        (["a"], InvalidRequest, "invalid_request"),
+    ],
+)
+def test_explain_refuses_what_predict_refuses(doc, error, code):
+    with pytest.raises(error) as err:
+        text_from_explain(doc, LIMITS)
+    assert err.value.code == code
