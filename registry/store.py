@@ -61,12 +61,6 @@ class Registry:
             raise RegistryError(f"invalid model name {name!r}")
         return self.root / name
 
-    def models(self) -> list[str]:
-        """Return the names of models with at least one version."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and self.versions(p.name))
-
     def versions(self, name: str) -> list[int]:
         """Return the complete versions of ``name``, oldest first."""
         d = self.model_dir(name)
@@ -171,16 +165,21 @@ class Registry:
     def promote(self, name: str, version: int) -> None:
         """Mark ``version`` as production (atomic pointer swap); keeps a history for rollback."""
         self.version_dir(name, version)  # refuse unknown versions
-        old = self.pointer(name) or {"history": []}
-        history = [v for v in old.get("history", []) if v != version] + [int(version)]
-        write_json_atomic(
-            self.model_dir(name) / POINTER,
-            {"version": int(version), "history": history, "updated_at": time.time()},
-        )
+        with self.lock(name):  # read-modify-write of the pointer: never interleave two writers
+            old = self.pointer(name) or {"history": []}
+            history = [v for v in old.get("history", []) if v != version] + [int(version)]
+            write_json_atomic(
+                self.model_dir(name) / POINTER,
+                {"version": int(version), "history": history, "updated_at": time.time()},
+            )
         log.info("model %s: version %s is now production", name, version)
 
     def rollback(self, name: str) -> int:
         """Make the previous production version production again; return it."""
+        with self.lock(name):
+            return self._rollback_locked(name)
+
+    def _rollback_locked(self, name: str) -> int:
         doc = self.pointer(name)
         if not doc:
             raise RegistryError(f"model {name!r} has no production version to roll back")
@@ -197,6 +196,10 @@ class Registry:
 
     def prune(self, name: str, keep_last: int) -> list[int]:
         """Delete old versions beyond the newest ``keep_last``; never production or its parent."""
+        with self.lock(name):
+            return self._prune_locked(name, keep_last)
+
+    def _prune_locked(self, name: str, keep_last: int) -> list[int]:
         production = self.production_version(name)
         protected = {production} if production is not None else set()
         if production is not None:

@@ -29,8 +29,10 @@ def resolve_model(config: JobConfig) -> tuple[Path, int]:
     registry = Registry(config.model_dir)
     try:
         version = config.model_version
-        if version is None:
-            return registry.production_dir(config.model_name).resolve(), int(registry.production_version(config.model_name))
+        if version is None:  # read the pointer once: a promotion in between must not mix two versions
+            version = registry.production_version(config.model_name)
+            if version is None:
+                raise RegistryError(f"model {config.model_name!r} has no production version")
         return registry.version_dir(config.model_name, version).resolve(), int(version)
     except RegistryError as exc:
         known = registry.versions(config.model_name) if registry.model_dir(config.model_name).is_dir() else []

@@ -1,8 +1,8 @@
 """HTTP endpoints: parse the request, delegate to the data plane, serialise the answer.
 
 Blueprints, one per concern: native predictions, explanations, TF-Serving-compatible routes,
-health probes, the API description, and the web page with the model's evaluation report. Each view stays a few lines; rules live in ``service.validation`` and logic
-in ``service.dataplane``.
+health probes, the API description, and the web page with the model's evaluation report. Each
+view stays a few lines; rules live in ``service.validation`` and logic in ``service.dataplane``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,13 @@ from service.errors import (
 )
 from service.openapi import spec_for
 from service.report import REPORT_MARKDOWN, markdown_to_html, report_images
-from service.validation import Limits, decode_json, text_from_explain, texts_from_instances, texts_from_predict
+from service.validation import (
+    Limits,
+    decode_json,
+    text_from_explain,
+    texts_from_instances,
+    texts_from_predict,
+)
 
 EXTENSION = "sentiment"
 #: An oversized body is read and dropped up to this many times the limit, so the client sees 413.
@@ -216,8 +222,10 @@ def report(name: str) -> str:
     _check_model(name)
     served = dataplane().report()
     source = served.folder / REPORT_MARKDOWN
-    if not source.is_file():
-        raise ReportNotFound(f"version {served.model_version} of {served.model_name!r} has no evaluation report")
+    if not source.is_file() or source.is_symlink():  # like the images: the folder's own file only
+        raise ReportNotFound(
+            f"version {served.model_version} of {served.model_name!r} has no evaluation report"
+        )
     images = set(report_images(served.folder))
 
     def image_url(file: str) -> str | None:

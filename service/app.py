@@ -53,7 +53,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     errors.init_app(app, on_unhandled=metrics.unhandled.inc)
     metrics.init_app(app)
-    for blueprint in (api.predict_bp, api.explain_bp, api.tfserving_bp, api.probes_bp, api.docs_bp, api.web_bp):
+    for blueprint in (
+        api.predict_bp,
+        api.explain_bp,
+        api.tfserving_bp,
+        api.probes_bp,
+        api.docs_bp,
+        api.web_bp,
+    ):
         app.register_blueprint(blueprint)
 
     plane.start()

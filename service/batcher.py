@@ -224,9 +224,8 @@ class DynamicBatcher(Generic[Item, Result]):
                 raise QueueFull(f"{self._queued} texts already queued (limit {self.max_queued})")
             self._queue.append(req)
             self._queued += len(items)
-            depth = self._queued
+            self._observer.set_queue_depth(self._queued)  # under the lock: gauges never go stale
             self._cond.notify_all()
-        self._observer.set_queue_depth(depth)
 
         if not req.event.wait(max(0.0, deadline - time.monotonic())):
             with self._cond:
@@ -234,9 +233,12 @@ class DynamicBatcher(Generic[Item, Result]):
                     req.cancelled = True
                     self._queued -= len(req.items) - req.taken
                     req.taken = len(req.items)
-                    depth = self._queued
+                    try:  # free its texts now, even if the batching thread is stuck in predict
+                        self._queue.remove(req)
+                    except ValueError:
+                        pass
+                    self._observer.set_queue_depth(self._queued)
                     self._cond.notify_all()
-            self._observer.set_queue_depth(depth)
         if req.error is not None:
             raise req.error
         if req.done < len(req.items):
@@ -246,18 +248,21 @@ class DynamicBatcher(Generic[Item, Result]):
     # -- batching thread -----------------------------------------------------------------------
     def _loop(self) -> None:
         while True:
-            with self._cond:
-                while self._running and not self._queue:
-                    self._cond.wait()
-                if not self._running:
-                    return
-                self._wait_for_arrivals()
-                parts, expired, depth = self._take_batch()
-            self._observer.set_queue_depth(depth)
-            for req in expired:
-                req.fail(DeadlineExceeded("the request's deadline passed while it was queued"))
-            if parts:
-                self._run(parts)
+            try:
+                with self._cond:
+                    while self._running and not self._queue:
+                        self._cond.wait()
+                    if not self._running:
+                        return
+                    self._wait_for_arrivals()
+                    parts, expired, depth = self._take_batch()
+                    self._observer.set_queue_depth(depth)
+                for req in expired:
+                    req.fail(DeadlineExceeded("the request's deadline passed while it was queued"))
+                if parts:
+                    self._run(parts)
+            except Exception:  # noqa: BLE001 - e.g. a metrics write failing: the thread must live on
+                log.exception("batching loop error; continuing")
 
     def _wait_for_arrivals(self) -> None:
         """Hold a partial batch while announced requests are still being parsed (lock held)."""
@@ -314,7 +319,10 @@ class DynamicBatcher(Generic[Item, Result]):
             for req, _, _ in parts:
                 req.fail(exc)
             return
-        self._observer.observe_batch(len(batch), time.perf_counter() - started)
+        try:
+            self._observer.observe_batch(len(batch), time.perf_counter() - started)
+        except Exception:  # noqa: BLE001 - losing a metric must not lose the batch's results
+            log.exception("could not record batch metrics")
         offset = 0
         for req, start, end in parts:
             req.results[start:end] = results[offset : offset + end - start]

@@ -25,9 +25,9 @@ import numpy as np
 
 from inference.explain import Explanation, Occlusion
 from inference.predictor import Predictor
-from service.batcher import Arrival, BatchObserver, DynamicBatcher, QueueFull
 from registry.artifact import REPORT_DIR
-from service.model_manager import ModelManager, ModelUnavailable
+from service.batcher import Arrival, BatchObserver, DynamicBatcher, QueueFull
+from service.model_manager import ModelManager
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,14 @@ class DataPlane:
         try:
             explanation = occlusion.explain(predictor)
         except Exception as exc:
+            # No batcher logs this one: keep the traceback here; the client gets no internals.
+            log.exception("explanation of %d tokens failed", len(occlusion.positions))
             raise InferenceError(f"model {predictor.name} v{predictor.version} failed: {exc}") from exc
         finally:
             self._explaining.release()
         values = [explanation.probability] + [t.contribution for t in explanation.tokens]
         if not np.all(np.isfinite(values)):
+            log.error("model %s v%s: non-finite score in an explanation", predictor.name, predictor.version)
             raise NonFiniteScore(f"model {predictor.name} v{predictor.version} produced a non-finite score")
         p = explanation.probability
         prediction = Prediction(predictor.label_for(p), p, predictor.name, predictor.version)

@@ -145,7 +145,7 @@ def init_app(app: Flask, on_unhandled: Callable[[], None] | None = None) -> None
 
     @app.errorhandler(InferenceError)
     def _inference(exc: InferenceError) -> Response:
-        # Already logged with its traceback by the batcher; the client gets no internals.
+        # Already logged with its traceback (batcher or explanation); the client gets no internals.
         return error_response(500, "inference_failed", "the model failed to score this request")
 
     @app.errorhandler(HTTPException)

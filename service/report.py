@@ -31,7 +31,9 @@ def report_images(folder: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(
-        p.name for p in folder.iterdir() if IMAGE_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink()
+        p.name
+        for p in folder.iterdir()
+        if IMAGE_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink()
     )
 
 
@@ -81,7 +83,9 @@ def _table(rows: list[str], image_url: ImageUrl) -> str:
         head, cells = cells[0], cells[2:]
     parts = ["<table>"]
     if head is not None:
-        parts.append("<thead><tr>" + "".join(f"<th>{_inline(c, image_url)}</th>" for c in head) + "</tr></thead>")
+        parts.append(
+            "<thead><tr>" + "".join(f"<th>{_inline(c, image_url)}</th>" for c in head) + "</tr></thead>"
+        )
     parts.append("<tbody>")
     for row in cells:
         parts.append("<tr>" + "".join(f"<td>{_inline(c, image_url)}</td>" for c in row) + "</tr>")

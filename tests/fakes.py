@@ -1,7 +1,8 @@
 """Random-weight model versions for fast tests of consumers (service, scoring, registry).
 
 They use the real artifact layout, real tokenizer and real ONNX graph builder; only the weights
-are random, and they have no evaluation report unless :func:`add_fake_report` gives them one. Tests that need a *trained* model use the session fixture in conftest instead.
+are random, and they have no evaluation report unless :func:`add_fake_report` gives them one.
+Tests that need a *trained* model use the session fixture in conftest instead.
 """
 
 from __future__ import annotations

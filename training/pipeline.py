@@ -61,15 +61,17 @@ def text_key(text: str) -> str:
 
 def decide(candidate: dict, production: dict | None, policy: Policy) -> tuple[bool, str]:
     """Return (promote?, reason) from gold-set metrics of candidate and production."""
+    if not all(np.isfinite([candidate["accuracy"], candidate["ece"]])):
+        return False, f"candidate metrics are not finite: {candidate}"
     if production is None:
         return True, "no production version yet"
     acc_drop = production["accuracy"] - candidate["accuracy"]
     ece_rise = candidate["ece"] - production["ece"]
     problems = []
-    if acc_drop > policy.accuracy_tolerance:
+    if not acc_drop <= policy.accuracy_tolerance:
         problems.append(f"accuracy {candidate['accuracy']:.4f} is {acc_drop:.4f} below production's "
                         f"{production['accuracy']:.4f} (tolerance {policy.accuracy_tolerance})")
-    if ece_rise > policy.ece_tolerance:
+    if not ece_rise <= policy.ece_tolerance:
         problems.append(f"ECE {candidate['ece']:.4f} is {ece_rise:.4f} above production's "
                         f"{production['ece']:.4f} (tolerance {policy.ece_tolerance})")
     if problems:
@@ -125,6 +127,10 @@ def ingest(files: Sequence[Path], known: set[str], *, text_column: str, label_co
     """Load new files and drop rows whose text was already seen; return rows and record entries."""
     rows, entries = {}, {}
     for path in files:
+        sha = fingerprint(path)
+        if sha in entries:  # the same bytes under another name: its rows are already in
+            log.info("ingest %s: identical to %s, skipped", path.name, entries[sha]["file"])
+            continue
         data = load_labelled(path, text_column=text_column, label_column=label_column, skip_bad_rows=skip_bad_rows)
         keep_text, keep_label, duplicates = [], [], 0
         for text, label in zip(data.texts, data.labels):
@@ -135,7 +141,6 @@ def ingest(files: Sequence[Path], known: set[str], *, text_column: str, label_co
             known.add(key)
             keep_text.append(text)
             keep_label.append(int(label))
-        sha = fingerprint(path)
         rows[sha] = pd.DataFrame({"text": keep_text, "label": np.asarray(keep_label, dtype=np.int8)})
         entries[sha] = {"file": str(path), "rows_read": len(data) + sum(data.skipped.values()),
                         "rows_added": len(keep_text), "duplicates": duplicates, "skipped": data.skipped,
@@ -289,13 +294,15 @@ def retrain(
         out_dir = registry.model_dir(name) / "runs" / f"{run_id}-v{result.version}"
         write_comparison(out_dir, report)
         report["report_dir"] = str(out_dir)
-        if not dry_run:
-            folder.record(entries, new_rows)
+        # Promote before recording the files: killed in between, the next run re-ingests them and
+        # de-duplication turns them into no-ops; the other order could lose a promotion for good.
         if promote:
             registry.promote(name, result.version)
+        if not dry_run:
+            folder.record(entries, new_rows)
         log.info("candidate v%d %s: %s", result.version, "PROMOTED" if promote else "kept as non-production",
                  reason)
-        report["pruned"] = registry.prune(name, keep_last) if keep_last else []
+        report["pruned"] = registry.prune(name, keep_last) if keep_last and not dry_run else []
     return report
 
 
@@ -407,10 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     print(json.dumps({k: report[k] for k in ("run_id", "promoted", "reason", "candidate_version",
                                                              "parent_version", "gold", "report_dir")}, indent=2))
-                except (DataError, RegistryError) as exc:
+                except Exception as exc:  # noqa: BLE001 - a scheduler must outlive one bad run
                     if args.every_hours is None:
                         raise
-                    log.error("this run failed, production unchanged: %s", exc)  # scheduled: try next time
+                    log.exception("this run failed, production unchanged: %s", exc)
                 if args.every_hours is None:
                     break
                 log.info("next run in %.1f hours", args.every_hours)

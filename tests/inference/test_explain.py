@@ -72,7 +72,9 @@ def test_long_text_explains_the_head_and_tail_the_model_reads(predictor):
     tokens = [f"w{i}" for i in range(100)]  # all unknown: only positions matter here
     result = explain(predictor, " ".join(tokens), max_tokens=64)
     vocabulary = predictor.vocabulary
-    assert [t.position for t in result.tokens] == truncate_head_tail(range(100), vocabulary.max_len, vocabulary.head)
+    assert [t.position for t in result.tokens] == truncate_head_tail(
+        range(100), vocabulary.max_len, vocabulary.head
+    )
     assert [t.token for t in result.tokens][:2] == ["w0", "w1"] and result.tokens[-1].token == "w99"
     assert result.truncated and result.tokens_in_text == 100 and len(result.tokens) == 64
 

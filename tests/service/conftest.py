@@ -19,7 +19,7 @@ from tests.fakes import make_random_version
 from tests.service.gunicorn_server import GunicornServer
 
 #: Registries the integration tests run against (names of module- or session-scoped fixtures).
-SERVING_REGISTRIES = ["module_fake_registry"]
+SERVING_REGISTRIES = ["module_fake_registry", "trained_registry"]
 
 
 @pytest.fixture

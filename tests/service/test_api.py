@@ -405,7 +405,9 @@ def test_explain_rejects_bad_bodies(client, body, status, code):
 def test_explain_limits(make_app):
     client = make_app(EXPLAIN_MAX_TOKENS=5, MAX_TEXT_CHARS=60, MAX_BODY_BYTES=200).test_client()
     assert post_json(client, EXPLAIN, {"text": "one two three four five"}).status_code == 200
-    body = assert_error(post_json(client, EXPLAIN, {"text": "one two three four five six"}), 413, "too_many_tokens")
+    body = assert_error(
+        post_json(client, EXPLAIN, {"text": "one two three four five six"}), 413, "too_many_tokens"
+    )
     assert "6 tokens" in body["error"]["message"] and "limit is 5" in body["error"]["message"]
     assert_error(post_json(client, EXPLAIN, {"text": "x" * 61}), 413, "text_too_long")
     assert_error(post_json(client, EXPLAIN, {"text": "x " * 150}), 413, "payload_too_large")
@@ -547,6 +549,14 @@ def test_report_serves_nothing_but_its_png_files(client, fake_registry, path):
     validate(response.get_json(), "Error")
     assert response.get_json()["error"]["code"] in {"not_found", "report_not_found"}
     assert b"\x89PNG" not in response.data and b'"format"' not in response.data
+
+
+def test_report_must_be_the_folders_own_file(client, fake_registry, tmp_path):
+    folder = add_fake_report(fake_registry)
+    (tmp_path / "elsewhere.md").write_text("# secret")
+    (folder / "report.md").unlink()
+    (folder / "report.md").symlink_to(tmp_path / "elsewhere.md")
+    assert_error(client.get(REPORT), 404, "report_not_found")
 
 
 def test_report_errors(make_app, client, tmp_path):

@@ -168,6 +168,7 @@ def test_deadline_passes_while_queued(make_batcher):
             batcher.submit([2, 3], time.monotonic() + 0.1)
         assert time.perf_counter() - started < 1.0
         assert batcher.queued == 0  # the expired request left the queue: memory stays bounded
+        assert len(batcher._queue) == 0  # its texts are freed even while predict is stuck
         recorder.release.set()
         assert blocker.result(5) == [2]
     assert batcher.submit([4], later()) == [8]
@@ -231,3 +232,13 @@ def test_empty_submission_returns_at_once(make_batcher):
 def test_invalid_arguments_are_refused():
     with pytest.raises(ValueError):
         DynamicBatcher(lambda items: items, max_batch_size=0)
+
+
+def test_observer_failure_does_not_kill_the_batching_thread(make_batcher):
+    class Broken(Observer):
+        def observe_batch(self, size: int, seconds: float) -> None:
+            raise OSError("metrics directory full")
+
+    batcher = make_batcher(Recorder(), observer=Broken())
+    assert batcher.submit([1], later()) == [2]  # results still delivered
+    assert batcher.submit([2], later()) == [4]  # and the thread lives on

@@ -117,9 +117,11 @@ def analyse(driver, server: GunicornServer, review: str) -> None:
     driver.find_element(By.ID, "analyse").click()
     wait(
         driver,
-        lambda d: d.find_element(By.ID, "result").is_displayed()
-        and d.find_element(By.ID, "analyse").is_enabled()
-        and d.find_elements(By.CSS_SELECTOR, "#tokens .token"),
+        lambda d: (
+            d.find_element(By.ID, "result").is_displayed()
+            and d.find_element(By.ID, "analyse").is_enabled()
+            and d.find_elements(By.CSS_SELECTOR, "#tokens .token")
+        ),
         "no result appeared",
     )
 
@@ -166,7 +168,9 @@ def test_the_trained_model_separates_the_two_reviews(registry: Registry):
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "review, label, colour", [(POSITIVE, "Positive", "green"), (NEGATIVE, "Negative", "red")], ids=["positive", "negative"]
+    "review, label, colour",
+    [(POSITIVE, "Positive", "green"), (NEGATIVE, "Negative", "red")],
+    ids=["positive", "negative"],
 )
 def test_review_gets_its_label_and_shaded_words(browser, server: GunicornServer, review, label, colour):
     from selenium.webdriver.common.by import By
@@ -178,8 +182,8 @@ def test_review_gets_its_label_and_shaded_words(browser, server: GunicornServer,
     api = requests.post(server.url("/v1/explain"), json={"text": review}, timeout=10).json()
     shown = browser.find_element(By.ID, "probability").text
     assert shown.startswith(f"{100 * api['probability']:.1f}%"), shown
-    fill = browser.find_element(By.ID, "bar-fill").get_attribute("style")
-    assert f"{100 * api['probability']:.1f}%" in fill
+    width = browser.execute_script("return arguments[0].style.width", browser.find_element(By.ID, "bar-fill"))
+    assert float(width.rstrip("%")) == pytest.approx(100 * api["probability"], abs=0.051), width
 
     words = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#tokens .token")]
     assert words == [t["token"] for t in api["tokens"]]
@@ -189,7 +193,9 @@ def test_review_gets_its_label_and_shaded_words(browser, server: GunicornServer,
     sign = 1 if label == "Positive" else -1
     strongest = max(api["tokens"], key=lambda t: sign * t["contribution"])
     element = browser.find_elements(By.CSS_SELECTOR, "#tokens .token")[api["tokens"].index(strongest)]
-    red, green = (int(c) for c in element.value_of_css_property("background-color").split("(")[1].split(",")[:2])
+    red, green = (
+        int(c) for c in element.value_of_css_property("background-color").split("(")[1].split(",")[:2]
+    )
     assert (green > red) if colour == "green" else (red > green), (strongest, red, green)
     assert "without this word" in element.get_attribute("title")
     assert f"{abs(strongest['contribution']):.4f}" in element.get_attribute("title")
@@ -205,7 +211,9 @@ def test_page_shows_the_version_and_links_to_its_report(browser, server: Gunicor
     browser.get(server.url("/"))
     link = wait(
         browser,
-        lambda d: d.find_element(By.ID, "report-link").is_displayed() and d.find_element(By.ID, "report-link"),
+        lambda d: (
+            d.find_element(By.ID, "report-link").is_displayed() and d.find_element(By.ID, "report-link")
+        ),
         "the report link never showed",
     )
     assert browser.find_element(By.ID, "model-version").text == f"sentiment · v{version}"
@@ -218,7 +226,9 @@ def test_page_shows_the_version_and_links_to_its_report(browser, server: Gunicor
     assert len(images) >= 2
     wait(
         browser,
-        lambda d: all(d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images),
+        lambda d: all(
+            d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", i) for i in images
+        ),
         "a report image did not load",
     )
     browser.save_screenshot(str(ARTIFACTS / "browser-report.png"))
@@ -231,7 +241,7 @@ def test_review_with_markup_is_shown_as_text_and_runs_nothing(browser, server: G
     from selenium.webdriver.common.by import By
 
     review = (
-        '<script>window.__xss = 1</script> An excellent film, I loved it! '
+        "<script>window.__xss = 1</script> An excellent film, I loved it! "
         '<img src=x onerror="window.__xss = 2"> "><b>bold</b> &amp;'
     )
     analyse(browser, server, review)
@@ -252,7 +262,10 @@ def test_empty_review_is_refused_on_the_page(browser, server: GunicornServer):
 
     browser.get(server.url("/"))
     browser.find_element(By.ID, "analyse").click()
-    error = wait(browser, lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"),
-                 "no error shown")
+    error = wait(
+        browser,
+        lambda d: d.find_element(By.ID, "error").is_displayed() and d.find_element(By.ID, "error"),
+        "no error shown",
+    )
     assert error.text == "Type a review first."
     assert not browser.find_element(By.ID, "result").is_displayed()

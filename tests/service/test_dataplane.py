@@ -110,7 +110,9 @@ def test_explanation_is_scored_by_one_version_outside_the_batcher(plane: DataPla
     result = plane.explain(TEXTS[2], later())
     assert plane.manager.current().version == 2
     assert result.prediction.model_version == 1  # every occlusion was scored by version 1
-    assert result.prediction.probability == pytest.approx(float(predictor.score_texts(TEXTS[2:3])[0]), abs=1e-6)
+    assert result.prediction.probability == pytest.approx(
+        float(predictor.score_texts(TEXTS[2:3])[0]), abs=1e-6
+    )
     assert [t.token for t in result.explanation.tokens] == ["not", "great", "not", "terrible", "!"]
 
 

@@ -125,5 +125,7 @@ def test_methods_paths_and_content_types_never_cause_5xx(fuzz_client, body, cont
     assert response.status_code < 500, response.get_data(as_text=True)
     if response.status_code == 200 and method in ("GET", "HEAD") and path.startswith(REPORT_FILES):
         assert response.mimetype == "image/png" and path.endswith("/roc.png"), path
-    if method != "HEAD" and path != "/metrics":
+    # Werkzeug redirects a path with doubled slashes ("//") to its single-slash form (308).
+    redirect = response.status_code == 308 and response.headers.get("Location")
+    if method != "HEAD" and path != "/metrics" and not redirect:
         assert response.get_json(silent=True) is not None or response.status_code == 200

@@ -105,7 +105,10 @@ def test_every_endpoint_over_http(server: GunicornServer, serving_registry: Regi
     has_report = (serving_registry.version_dir("sentiment", version) / "report" / "report.md").is_file()
     report = s.get(server.url("/v1/models/sentiment/report"))
     assert report.status_code == (200 if has_report else 404)
-    for raw in ("/v1/models/sentiment/report/../manifest.json", "/v1/models/sentiment/report/..%2Fmanifest.json"):
+    for raw in (
+        "/v1/models/sentiment/report/../manifest.json",
+        "/v1/models/sentiment/report/..%2Fmanifest.json",
+    ):
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)  # sends ".." as is
         connection.request("GET", raw)
         answer = connection.getresponse()

@@ -36,7 +36,7 @@ def test_renders_what_training_writes():
     assert "<p>Temperature (fitted on the validation split): <strong>0.5516</strong></p>" in html
     assert "<thead><tr><th>metric</th><th>before scaling</th><th>after scaling</th></tr></thead>" in html
     assert "<tr><td>accuracy</td><td>0.7250</td><td>0.7250</td></tr>" in html
-    assert '<h2>ROC curve</h2>' in html
+    assert "<h2>ROC curve</h2>" in html
     assert '<img src="/img/roc.png" alt="ROC curve" loading="lazy">' in html
 
 
@@ -48,8 +48,17 @@ def test_renders_the_real_training_report(tmp_path: Path):
         "reliability_uncalibrated": [{"predicted": 0.2, "observed": 0.3}],
         "reliability_calibrated": [{"predicted": 0.2, "observed": 0.25}],
     }
-    metrics = dict(n=2, accuracy=0.5, precision=0.5, recall=0.5, f1=0.5, roc_auc=0.6, log_loss=0.7, ece=0.1,
-                   confusion_matrix={"tn": 1, "fp": 0, "fn": 1, "tp": 0})
+    metrics = dict(
+        n=2,
+        accuracy=0.5,
+        precision=0.5,
+        recall=0.5,
+        f1=0.5,
+        roc_auc=0.6,
+        log_loss=0.7,
+        ece=0.1,
+        confusion_matrix={"tn": 1, "fp": 0, "fn": 1, "tp": 0},
+    )
     evaluation = {"temperature": 1.2, "uncalibrated": metrics, "calibrated": metrics, "curves": curves}
     path = write_report(tmp_path, "Model <x> & co", evaluation, context={"rows": "<b>2</b>"})
     images = report_images(tmp_path)
@@ -76,12 +85,15 @@ def test_escapes_markup_everywhere():
     for fragment in ("<script", "<img src=x", "<b>", "<i>", "<em>bold", "<tags>"):
         assert fragment not in html, fragment
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert '<code>&lt;i&gt;code&lt;/i&gt;</code>' in html
+    assert "<code>&lt;i&gt;code&lt;/i&gt;</code>" in html
     assert 'alt="x&quot; onerror=&quot;alert(3)"' in html
 
 
 def test_only_allowed_images_become_img_tags():
-    md = "![a](../manifest.json) ![b](http://evil.example/x.png) ![c](other.png) ![d](roc.png) ![e](.hidden.png)"
+    md = (
+        "![a](../manifest.json) ![b](http://evil.example/x.png) ![c](other.png) ![d](roc.png) "
+        "![e](.hidden.png)"
+    )
     html = markdown_to_html(md, allow("roc.png", "other.png", ".hidden.png"))
     assert html.count("<img ") == 2
     assert '<img src="/img/other.png"' in html and '<img src="/img/roc.png"' in html

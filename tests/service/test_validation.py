@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.errors import InvalidRequest, PayloadTooLarge
-from service.validation import Limits, decode_json, text_from_explain, texts_from_instances, texts_from_predict
+from service.validation import (
+    Limits,
+    decode_json,
+    text_from_explain,
+    texts_from_instances,
+    texts_from_predict,
+)
 
 LIMITS = Limits(max_texts=5, max_text_chars=50)
 valid_text = st.text(min_size=1, max_size=50).filter(

@@ -148,3 +148,20 @@ def test_run_killed_midway_leaves_production_and_drop_untouched(setup):
     again = subprocess.run(cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["candidate_version"] == 2
+
+
+def test_identical_drop_files_are_ingested_once(tmp_path):
+    from training.pipeline import ingest
+
+    frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "label": [1, 0]})
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_csv(tmp_path / "b.csv", index=False)
+    rows, entries = ingest([tmp_path / "a.csv", tmp_path / "b.csv"], set(), text_column="text",
+                           label_column="label", skip_bad_rows=False)
+    assert [len(f) for f in rows.values()] == [2]
+    assert [e["file"] for e in entries.values()] == [str(tmp_path / "a.csv")]
+
+
+def test_decide_refuses_non_finite_metrics():
+    assert not decide({"accuracy": float("nan"), "ece": 0.01}, {"accuracy": 0.9, "ece": 0.02}, Policy())[0]
+    assert not decide({"accuracy": 0.9, "ece": float("nan")}, None, Policy())[0]
