@@ -27,7 +27,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -178,26 +177,7 @@ def measure_ceiling(
 
 
 # -- servers --------------------------------------------------------------------------------------
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def child_pids(parent: int) -> list[int]:
-    """Return the pids of live processes whose parent is ``parent``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[1]) == parent and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
+from tests.service.gunicorn_server import child_pids, free_port  # noqa: E402  (one implementation)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -28,8 +28,8 @@ class TrainConfig:
     # -- vocabulary / truncation -------------------------------------------------------------
     max_vocab: int = 60_000  # ids kept (including <pad> and <oov>); rarer words map to <oov>
     min_count: int = 2  # a word needs this many occurrences to get its own id
-    max_len: int = 400  # tokens kept per review (head + tail)
-    head_len: int = 100  # of which the first ones; the rest come from the end of the review
+    max_len: int = 600  # tokens kept per review (head + tail)
+    head_len: int = 150  # of which the first ones; the rest come from the end of the review
 
     # -- word2vec (gensim) -------------------------------------------------------------------
     w2v_dim: int = 200  # embedding dimensions
@@ -43,7 +43,7 @@ class TrainConfig:
     units: int = 96  # LSTM units per direction
     bidirectional: bool = True  # run a second LSTM right-to-left and concatenate
     pooling: str = "meanmax"  # last | mean | max | meanmax (masked pooling over time)
-    dropout: float = 0.3  # dropout before the dense layer (no recurrent_dropout: keeps cuDNN)
+    dropout: float = 0.4  # dropout before the dense layer (no recurrent_dropout: keeps cuDNN)
     spatial_dropout: float = 0.1  # dropout on embedding vectors (whole vectors)
 
     # -- optimisation ------------------------------------------------------------------------

@@ -366,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep running: retrain every N hours (for the compose 'trainer' service)")
 
     sub.add_parser("rollback", help="make the previous production version production again")
+    p = sub.add_parser("promote", help="make a given version production (by hand; the retrain gate is skipped)")
+    p.add_argument("--version", type=int, required=True, help="version number to promote")
     sub.add_parser("status", help="print versions, production and the last runs as JSON")
 
     g = sub.add_parser("make-gold", help="split a labelled file into a frozen gold set and a training remainder",
@@ -390,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "rollback":
             print(json.dumps({"production": registry.rollback(args.model_name)}))
+        elif args.command == "promote":
+            registry.promote(args.model_name, args.version)
+            print(json.dumps({"production": args.version}))
         elif args.command == "status":
             name = args.model_name
             runs = sorted((registry.model_dir(name) / "runs").glob("*/report.json"))[-5:]
