@@ -4,6 +4,7 @@ Real gunicorn, real HTTP clients, the real retraining CLI in its own process. Th
 switch to the new version within its poll interval (plus load time) and no request may fail.
 """
 
+import json
 import shutil
 
 import numpy as np
@@ -37,6 +38,7 @@ def test_retrain_under_load_switches_version_with_zero_failed_requests(trained_r
     summary = run(tmp_path / "models", drop, gold, tmp_path, data_dir=DATA_DIR, preset="tiny", clients=3,
                   poll_interval=0.5, extra_args=["--accuracy-tolerance", "1", "--ece-tolerance", "1"])
 
+    print(json.dumps(summary, indent=2))  # shown with `pytest -s`: the numbers the README reports
     assert summary["failed"] == 0, summary["failures"]
     assert summary["promoted"] and (summary["old_version"], summary["new_version"]) == (1, 2)
     assert summary["responses_with_old_version"] > 0 and summary["responses_with_new_version"] > 0
