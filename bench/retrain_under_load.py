@@ -6,7 +6,9 @@ separate process on a drop folder of extra data, and reports:
 
 - requests sent / failed (any non-200 or connection error counts as failed),
 - the version each response carried before and after the promotion,
-- how long after the promotion the last old-version response came (must be ≤ poll interval + load).
+- how long after the promotion (the pointer's own timestamp) the last old-version response came
+  (must be ≤ poll interval + load time). Each gunicorn worker polls on its own, so in that window
+  responses may alternate between the versions.
 
     python bench/retrain_under_load.py --model-dir models --gold data/gold.csv --new-data drop/
 
@@ -38,15 +40,15 @@ REVIEW = "A moving, beautifully acted film. The story kept me hooked and the end
 
 
 def client_loop(server: GunicornServer, stop: threading.Event, log: list) -> None:
-    """Send requests back to back until ``stop``; append (time, status, version or error)."""
+    """Send requests back to back until ``stop``; append (wall time, status, version or error)."""
     session = requests.Session()
     while not stop.is_set():
         try:
             response = session.post(server.url("/v1/predict"), json={"text": REVIEW}, timeout=10)
             version = response.json()["predictions"][0]["model_version"] if response.status_code == 200 else None
-            log.append((time.monotonic(), response.status_code, version))
+            log.append((time.time(), response.status_code, version))
         except (requests.RequestException, ValueError, KeyError) as exc:
-            log.append((time.monotonic(), "error", repr(exc)))
+            log.append((time.time(), "error", repr(exc)))
 
 
 def run(model_dir: Path, drop: Path, gold: Path, workdir: Path, *, data_dir: Path | None = None,
@@ -71,13 +73,14 @@ def run(model_dir: Path, drop: Path, gold: Path, workdir: Path, *, data_dir: Pat
             command += ["--data-dir", str(data_dir)]
         if preset:
             command += ["--preset", preset]
-        started = time.monotonic()
+        started = time.time()
         result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-        promoted_at = time.monotonic()  # the pointer is replaced right before the process exits
+        finished = time.time()
         if result.returncode != 0:
             raise RuntimeError(f"retrain failed ({result.returncode}):\n{result.stderr[-3000:]}")
         report = json.loads(result.stdout)
         new_version = registry.production_version(name)
+        promoted_at = float(registry.pointer(name)["updated_at"])  # wall clock of the atomic pointer swap
         deadline = time.monotonic() + poll_interval + 30
         while time.monotonic() < deadline:  # wait until every worker answers with the new version
             recent = [entry for entry in log[-20:] if entry[0] > promoted_at]
@@ -101,7 +104,7 @@ def run(model_dir: Path, drop: Path, gold: Path, workdir: Path, *, data_dir: Pat
         "new_version": new_version,
         "promoted": report["promoted"],
         "reason": report["reason"],
-        "retrain_seconds": round(promoted_at - started, 1),
+        "retrain_seconds": round(finished - started, 1),
         "responses_with_old_version": sum(1 for _, _, v in log if v == old_version),
         "responses_with_new_version": sum(1 for _, _, v in log if v == new_version),
         "old_version_served_after_promotion_s": round(max(0.0, last_old - promoted_at), 2),
