@@ -140,7 +140,10 @@ class ModelManager:
             stage = "warm_up"
             predictor.warm_up()
         except Exception as exc:
-            self._refused = promotion
+            # With an old version serving, refuse this promotion until the next one. With nothing
+            # served yet, retry at every poll: the failure may be passing (I/O, memory at start-up).
+            if self._current is not None:
+                self._refused = promotion
             self._failure = LoadFailure(version, stage, type(exc).__name__, time.time())
             served = self._current.version if self._current is not None else None
             log.error(

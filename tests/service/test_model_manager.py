@@ -130,3 +130,20 @@ def test_background_thread_picks_up_a_promotion(fake_registry):
         assert manager.current().version == 2
     finally:
         manager.stop()
+
+
+def test_failed_first_load_is_retried_while_nothing_is_served(tmp_path):
+    registry = Registry(tmp_path / "models")
+    make_random_version(registry)
+    calls = []
+
+    def flaky(path: str) -> Predictor:  # the first attempt fails, as a passing I/O error would
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError("transient read error")
+        return Predictor.load(path)
+
+    manager, events = make_manager(registry, loader=flaky)
+    assert manager.refresh() is False and not manager.ready
+    assert manager.refresh() is True and manager.current().version == 1
+    assert events.failed == [1] and events.loaded == [1]
