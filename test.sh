@@ -7,15 +7,18 @@ cd "$(dirname "$0")"
 
 ./scripts/setup-env.sh
 
-need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
-if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing Debian packages: ${need[*]}"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+apt_install() {  # apt_install [--no-install-recommends] PACKAGE...: as root, only what is missing
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || return 0
+  echo "installing Debian packages: $*"
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+browser=()
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser+=(chromium-driver)
+# Chromium with its recommended fonts; docker-compose without recommends (they pull a Docker engine).
+[ ${#browser[@]} -eq 0 ] || apt_install "${browser[@]}"
+command -v docker-compose >/dev/null 2>&1 || apt_install --no-install-recommends docker-compose
 
 export SENTIMENT_DATA_DIR="${SENTIMENT_DATA_DIR:-$(cd .. && pwd)/shared/data/imdb}"
 exec .venv/bin/python -m pytest -q "$@"
