@@ -2,7 +2,7 @@
 # Main job, from a fresh clone: set up the environment, train a model if the registry has none,
 # then serve it with gunicorn on $SENTIMENT_BIND (default 127.0.0.1:8000).
 #
-#   ./run.sh                      # full quality model (~35-45 min on 2 cores the first time)
+#   ./run.sh                      # full quality model (~20 min on 2 quiet cores the first time)
 #   SENTIMENT_PRESET=small ./run.sh   # a quick CI-sized model (~1 min), for a first look
 set -euo pipefail
 cd "$(dirname "$0")"
