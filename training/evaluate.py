@@ -22,11 +22,31 @@ from typing import Sequence
 
 from inference.predictor import RUNTIMES, Predictor
 from registry.store import Registry, RegistryError
-from training.data import DataError, fingerprint, load_labelled
+from training.data import DataError, LabelledData, fingerprint, load_labelled
 from training.metrics import evaluate_logits
 from training.report import write_report
 
 log = logging.getLogger(__name__)
+
+
+def evaluate_labelled(
+    registry: Registry, name: str, version: int, labelled: LabelledData, *, runtime: str = "onnx", bins: int = 15
+) -> tuple[dict, dict]:
+    """Score already-loaded labelled data with one version; return (summary, evaluation with curves)."""
+    predictor = Predictor.load(registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1)
+    started = time.perf_counter()
+    logits = predictor.logits_for_ids(predictor.encode(labelled.texts))
+    evaluation = evaluate_logits(labelled.labels, logits, predictor.temperature, bins)
+    summary = {
+        "model": name,
+        "version": version,
+        "runtime": runtime,
+        "rows": len(labelled),
+        "skipped_rows": labelled.skipped,
+        "seconds": round(time.perf_counter() - started, 2),
+        **{k: v for k, v in evaluation.items() if k != "curves"},
+    }
+    return summary, evaluation
 
 
 def evaluate_file(
@@ -46,21 +66,8 @@ def evaluate_file(
     """Score a labelled file with one version; return metrics (and write a report if ``out_dir``)."""
     labelled = load_labelled(data, text_column=text_column, label_column=label_column,
                              skip_bad_rows=skip_bad_rows, aclimdb_split=aclimdb_split)
-    predictor = Predictor.load(registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1)
-    started = time.perf_counter()
-    logits = predictor.logits_for_ids(predictor.encode(labelled.texts))
-    evaluation = evaluate_logits(labelled.labels, logits, predictor.temperature, bins)
-    result = {
-        "model": name,
-        "version": version,
-        "runtime": runtime,
-        "data": str(data),
-        "data_sha256": fingerprint(data),
-        "rows": len(labelled),
-        "skipped_rows": labelled.skipped,
-        "seconds": round(time.perf_counter() - started, 2),
-        **{k: v for k, v in evaluation.items() if k != "curves"},
-    }
+    summary, evaluation = evaluate_labelled(registry, name, version, labelled, runtime=runtime, bins=bins)
+    result = {**summary, "data": str(data), "data_sha256": fingerprint(data)}
     if out_dir is not None:
         write_report(out_dir, f"Model {name} v{version} on {Path(data).name}", evaluation,
                      context={"data": str(data), "rows": len(labelled), "runtime": runtime})

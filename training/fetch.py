@@ -89,14 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=None,
                         help="local aclImdb_v1.tar.gz or extracted aclImdb folder (skips the download)")
     parser.add_argument("--url", default=URL, help="where to download the archive from")
-    parser.add_argument("--sha256", default=SHA256, help="expected sha256 of the archive ('' to skip the check)")
+    parser.add_argument("--sha256", default=None,
+                        help="expected sha256 of the archive (default: the published one for downloads; "
+                             "no check for --source unless given; '' skips the check)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         source = args.source
         if source is None:
-            source = download(args.url, args.dest / "aclImdb_v1.tar.gz", args.sha256 or None)
-        elif source.is_file() and args.sha256 and args.sha256 != SHA256 and sha256_of(source) != args.sha256:
+            expected = SHA256 if args.sha256 is None else args.sha256
+            source = download(args.url, args.dest / "aclImdb_v1.tar.gz", expected or None)
+        elif args.sha256 and source.is_file() and sha256_of(source) != args.sha256:
             raise DataError(f"{source}: sha256 does not match {args.sha256}")
         convert(source, args.dest)
     except (DataError, OSError) as exc:

@@ -39,7 +39,7 @@ from registry.artifact import REPORT_DIR, WORD2VEC_FILE
 from registry.store import Registry, RegistryError, write_json_atomic
 from training.config import TrainConfig, preset
 from training.data import DataError, LabelledData, default_data_dir, fingerprint, load_labelled
-from training.evaluate import evaluate_file
+from training.evaluate import evaluate_labelled
 
 log = logging.getLogger(__name__)
 
@@ -96,13 +96,14 @@ class DropFolder:
         except FileNotFoundError:
             return {}
 
-    def pending(self) -> list[Path]:
-        """Return drop files not consumed yet, oldest name first."""
+    def pending(self) -> list[tuple[Path, str]]:
+        """Return (file, sha256) of drop files not consumed yet, oldest name first."""
         if not self.folder.is_dir():
             raise DataError(f"{self.folder}: drop folder does not exist")
         done = self.consumed()
         files = sorted(p for p in self.folder.iterdir() if p.is_file() and p.name.lower().endswith(DROP_SUFFIXES))
-        return [p for p in files if fingerprint(p) not in done]
+        hashed = [(p, fingerprint(p)) for p in files]
+        return [(p, sha) for p, sha in hashed if sha not in done]
 
     def ingested(self) -> LabelledData | None:
         """Return every row ingested by earlier runs (kept even if the drop files are deleted)."""
@@ -122,12 +123,11 @@ class DropFolder:
         write_json_atomic(self.record_path, {**self.consumed(), **entries})
 
 
-def ingest(files: Sequence[Path], known: set[str], *, text_column: str, label_column: str,
+def ingest(files: Sequence[tuple[Path, str]], known: set[str], *, text_column: str, label_column: str,
            skip_bad_rows: bool) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """Load new files and drop rows whose text was already seen; return rows and record entries."""
+    """Load new (file, sha256) pairs, dropping rows whose text was already seen; return rows and records."""
     rows, entries = {}, {}
-    for path in files:
-        sha = fingerprint(path)
+    for path, sha in files:
         if sha in entries:  # the same bytes under another name: its rows are already in
             log.info("ingest %s: identical to %s, skipped", path.name, entries[sha]["file"])
             continue
@@ -243,6 +243,7 @@ def retrain(
 
         # 2. The gold set must never be trained on.
         gold_data = load_labelled(gold, text_column=config.text_column, label_column=config.label_column)
+        gold_sha = fingerprint(gold)
         overlap = len({text_key(t) for t in gold_data.texts} & {text_key(t) for t in texts})
         if overlap:
             raise DataError(f"{gold}: {overlap} gold reviews also appear in the training data; refusing to run "
@@ -268,8 +269,7 @@ def retrain(
         gold_metrics = {}
         for role, version in (("candidate", result.version), ("production", production)):
             if version is not None:
-                ev = evaluate_file(registry, name, version, gold, text_column=config.text_column,
-                                   label_column=config.label_column)
+                ev, _ = evaluate_labelled(registry, name, version, gold_data)  # loaded once, above
                 gold_metrics[role] = {"version": version, **{k: ev["calibrated"][k] for k in
                                                              ("accuracy", "f1", "roc_auc", "ece", "log_loss")}}
         timings["evaluate_s"] = time.perf_counter() - t0
@@ -284,7 +284,7 @@ def retrain(
         report = {
             "run_id": run_id, "model": name, "promoted": promote, "reason": reason,
             "candidate_version": result.version, "parent_version": production,
-            "gold_file": str(gold), "gold_sha256": fingerprint(gold), "gold": gold_metrics,
+            "gold_file": str(gold), "gold_sha256": gold_sha, "gold": gold_metrics,
             "ingest": {"files": [e["file"] for e in entries.values()],
                        "rows_added": sum(e["rows_added"] for e in entries.values()),
                        "duplicates": sum(e["duplicates"] for e in entries.values())},

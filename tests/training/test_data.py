@@ -112,3 +112,10 @@ def test_fetch_converts_a_local_archive_and_verifies_downloads(tmp_path):
     assert not (tmp_path / "dl" / "aclImdb_v1.tar.gz").exists()
     assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", sha256_of(archive)]) == 0
     assert (tmp_path / "dl" / "train.csv.gz").exists()
+
+
+def test_fetch_checks_a_local_archive_only_when_a_checksum_is_given(tmp_path):
+    archive = make_aclimdb_archive(tmp_path / "aclImdb_v1.tar.gz")
+    assert fetch_main(["--dest", str(tmp_path / "a"), "--source", str(archive)]) == 0
+    assert fetch_main(["--dest", str(tmp_path / "b"), "--source", str(archive), "--sha256", "0" * 64]) == 2
+    assert not (tmp_path / "b" / "train.csv.gz").exists()

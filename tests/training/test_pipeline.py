@@ -117,7 +117,8 @@ def cli(registry, gold, drop, *extra):
 
 def test_two_concurrent_runs_cannot_both_write(setup):
     registry, gold, drop = setup
-    first = subprocess.Popen(cli(registry, gold, drop), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+    # The first run waits for the lock (our probe below takes it for an instant); the second must not.
+    first = subprocess.Popen(cli(registry, gold, drop, "--lock-timeout", "60"), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     lock_file = registry.model_dir("sentiment") / ".lock"
     deadline = time.time() + 60
@@ -151,12 +152,14 @@ def test_run_killed_midway_leaves_production_and_drop_untouched(setup):
 
 
 def test_identical_drop_files_are_ingested_once(tmp_path):
+    from training.data import fingerprint
     from training.pipeline import ingest
 
     frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "label": [1, 0]})
     frame.to_csv(tmp_path / "a.csv", index=False)
     frame.to_csv(tmp_path / "b.csv", index=False)
-    rows, entries = ingest([tmp_path / "a.csv", tmp_path / "b.csv"], set(), text_column="text",
+    files = [(p, fingerprint(p)) for p in (tmp_path / "a.csv", tmp_path / "b.csv")]
+    rows, entries = ingest(files, set(), text_column="text",
                            label_column="label", skip_bad_rows=False)
     assert [len(f) for f in rows.values()] == [2]
     assert [e["file"] for e in entries.values()] == [str(tmp_path / "a.csv")]
