@@ -1,18 +1,27 @@
-"""Benchmark the HTTP service against its in-process ceiling and a naive Keras server.
+"""Benchmark the HTTP service under load against in-process ceilings measured in the same run.
 
-Prints, in one run, for one review of ~230 tokens per request:
+Request texts are what users send: a random sample of labelled IMDB reviews (their natural mix of
+lengths: median ~170 words, a long tail cut at the model's max_len tokens) plus a share of single
+sentences taken from other reviews (comments, one-line product reviews). Bodies are drawn in a
+shuffled cycle, so no level sends one text over and over.
 
-1. the in-process ceiling: the same Predictor and runtime called directly on pre-tokenised,
-   length-sorted batches, at its best batch size (texts/s, one process);
-2. the naive baseline: ``bench/naive_app.py`` (Keras ``model.predict`` per request on the same
-   version's ``model.keras``) under the same gunicorn configuration; skipped if there is no
-   ``model.keras``;
-3. the service under gunicorn at each concurrency level: texts/s, p50/p99 latency, mean batch
-   size (from /metrics), RSS per worker, server and client CPU, ratios to (1) and (2).
+Printed in one run (machines are noisy: compare ratios, not absolute numbers across runs):
 
-The load generator runs in a separate process (threads, one keep-alive ``http.client``
-connection each, closed loop); its CPU use is reported because on a small machine it competes
-with the server for the same cores. Run it on an otherwise idle machine::
+1. ceilings: ``--workers`` processes, one ONNX Runtime thread each, scoring pre-encoded texts
+   directly (no HTTP, no JSON, no tokenising):
+   - *sorted*: each process scores its share length-sorted, in batches of the best size among
+     ``--batch-sizes``: the most this hardware gives;
+   - *batch-1*: one text per call in arrival order: what an unbatched server could reach;
+2. the service under real gunicorn at each ``--concurrency`` (one text per request) and with
+   ``--texts-per-request`` texts per request: texts/s, p50/p99 latency, non-2xx, mean texts per
+   model call, server CPU, CPU microseconds per request spent outside the model call, and
+   RSS per worker after the whole bench; each level's ratio to the sorted ceiling;
+3. with ``--v2``: the Open Inference Protocol endpoint (binary tensors) at the highest
+   concurrency, against ``/v1/predict`` at the same concurrency.
+
+The load generator is ``wrk`` (Debian package ``wrk``; a Lua script cycles through the request
+bodies) in its own process; without wrk a Python client process is used (it needs more CPU,
+which it takes from the server on a small machine). Run on an otherwise idle machine::
 
     .venv/bin/python bench/bench_service.py --model-dir models --model-name sentiment
 """
@@ -24,8 +33,11 @@ import csv
 import gzip
 import http.client
 import json
+import multiprocessing
 import os
 import random
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -39,6 +51,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from tests.service.gunicorn_server import child_pids, free_port  # noqa: E402  (one implementation)
+
 DEFAULT_DATA = (
     Path(os.environ.get("SENTIMENT_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data" / "imdb"))
     / "train.csv.gz"
@@ -46,7 +60,27 @@ DEFAULT_DATA = (
 GUNICORN_CONFIG = PROJECT_ROOT / "service" / "gunicorn.conf.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVICE_READY = "now serving version"  # logged once per worker by service.model_manager
-NAIVE_READY = "naive app ready"  # logged once per worker by bench.naive_app
+WRK_SCRIPT = """
+wrk.method = "POST"
+local bodies, headers = {}, {}
+local next_body = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    local path, header_length, content_type = line:match("^(%S+) (%d+) (%S+)$")
+    local file = assert(io.open(path, "rb"))
+    bodies[#bodies + 1] = file:read("*a")
+    file:close()
+    local h = {["Content-Type"] = content_type}
+    if header_length ~= "0" then h["Inference-Header-Content-Length"] = header_length end
+    headers[#headers + 1] = h
+  end
+  next_body = (tonumber(args[2]) or 0) % #bodies
+end
+function request()
+  next_body = next_body % #bodies + 1
+  return wrk.format(nil, nil, headers[next_body], bodies[next_body])
+end
+"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,130 +90,140 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    p.add_argument("--model-dir", default="models", help="registry root (default: models)")
-    p.add_argument(
-        "--model-name", default="sentiment", help="model name in the registry (default: sentiment)"
-    )
+    p.add_argument("--model-dir", default="models", help="registry root (default: %(default)s)")
+    p.add_argument("--model-name", default="sentiment", help="model name in the registry (default: %(default)s)")
     p.add_argument(
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help="IMDB train.csv.gz to draw reviews from (default: $SENTIMENT_DATA_DIR/train.csv.gz); "
-        "synthetic reviews are used if it is missing",
+        help="IMDB train.csv.gz to draw reviews and sentences from (default: $SENTIMENT_DATA_DIR/train.csv.gz)",
     )
-    p.add_argument("--texts", type=int, default=512, help="distinct reviews to send (default: 512)")
-    p.add_argument("--tokens", type=int, default=230, help="target review length in tokens (default: 230)")
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default: 10)")
+    p.add_argument("--texts", type=int, default=4000, help="distinct request texts (default: %(default)s)")
     p.add_argument(
-        "--warmup",
+        "--short-fraction",
         type=float,
-        default=None,
-        help="unmeasured seconds before each level (default: 20%% of --duration, at most 2)",
+        default=0.2,
+        help="share of texts that are one sentence (3-30 words) instead of a whole review (default: %(default)s)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)")
+    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each level (default: %(default)s)")
+    p.add_argument(
+        "--concurrency",
+        default="1,8,32,64,128",
+        help="concurrent connections, one text per request, comma-separated (default: %(default)s)",
     )
     p.add_argument(
-        "--concurrency", default="1,8,32,64", help="service levels, comma-separated (default: 1,8,32,64)"
+        "--texts-per-request", type=int, default=16, help="texts per request of the multi-text level (default: %(default)s)"
     )
     p.add_argument(
-        "--naive-concurrency", type=int, default=8, help="concurrency of the naive baseline (default: 8)"
+        "--multi-concurrency",
+        type=int,
+        default=8,
+        help="concurrent connections of the multi-text level; 0 skips it (default: %(default)s)",
     )
-    p.add_argument("--skip-naive", action="store_true", help="do not run the naive Keras baseline")
+    p.add_argument("--v2", action="store_true", help="also load the /v2 infer endpoint (binary tensors)")
     p.add_argument(
-        "--batch-sizes",
-        default="1,8,16,32,64,128",
-        help="ceiling batch sizes to try (default: 1,8,16,32,64,128)",
+        "--batch-sizes", default="8,16,32,64", help="batch sizes tried for the sorted ceiling (default: %(default)s)"
+    )
+    p.add_argument(
+        "--ceiling-seconds", type=float, default=4.0, help="seconds per ceiling measurement (default: %(default)s)"
     )
     p.add_argument(
         "--workers",
         type=int,
         default=int(os.environ.get("SENTIMENT_WORKERS", "2")),
-        help="gunicorn workers (default: $SENTIMENT_WORKERS or 2)",
+        help="gunicorn workers, and ceiling processes (default: $SENTIMENT_WORKERS or 2)",
     )
     p.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ.get("SENTIMENT_THREADS", "32")),
-        help="threads per worker (default: $SENTIMENT_THREADS or 32)",
+        default=int(os.environ.get("SENTIMENT_THREADS", "16")),
+        help="request threads per worker (default: $SENTIMENT_THREADS or 16)",
     )
     p.add_argument(
-        "--runtime", default=os.environ.get("SENTIMENT_RUNTIME", "onnx"), choices=["onnx", "savedmodel"]
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the server, e.g. SENTIMENT_BATCH_WINDOW_TEXTS=128 (repeatable)",
     )
-    p.add_argument(
-        "--intra-op-threads", type=int, default=int(os.environ.get("SENTIMENT_INTRA_OP_THREADS", "1"))
-    )
+    p.add_argument("--client", choices=["auto", "wrk", "python"], default="auto", help="load generator (default: auto)")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
-    p.add_argument("--seed", type=int, default=0)
-    # Internal: the load-generator subprocess.
-    p.add_argument("--client", help=argparse.SUPPRESS)
-    p.add_argument("--texts-file", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0, help="seed of the text sample (default: %(default)s)")
+    # Internal: the Python load-generator subprocess.
+    p.add_argument("--python-client", help=argparse.SUPPRESS)
+    p.add_argument("--manifest", help=argparse.SUPPRESS)
     p.add_argument("--client-concurrency", type=int, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.warmup is None:
-        args.warmup = min(2.0, 0.2 * args.duration)
-    return args
+    return p.parse_args(argv)
 
 
 # -- texts -----------------------------------------------------------------------------------------
-def load_texts(path: Path, n: int, tokens: int, seed: int) -> tuple[list[str], str]:
-    """Return ``n`` reviews of about ``tokens`` tokens (±15%) and where they came from."""
-    from embeddings.tokenizer import tokenize
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|<br\s*/?>")
 
-    if path.is_file():
-        low, high = int(tokens * 0.85), int(tokens * 1.15)
-        picked = []
-        with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
-            for row in csv.DictReader(fh):
-                if low <= len(tokenize(row["text"])) <= high:
-                    picked.append(row["text"])
-                    if len(picked) >= n:
-                        break
-        if picked:
-            return picked, f"IMDB reviews from {path}"
+
+def load_texts(path: Path, n: int, short_fraction: float, seed: int) -> list[str]:
+    """Return ``n`` texts: random whole reviews plus single sentences cut from other reviews."""
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as fh:
+        reviews = [row["text"] for row in csv.DictReader(fh)]
     rng = random.Random(seed)
-    words = (
-        "the a film movie plot acting was is great awful boring wonderful not really story "
-        "characters scene director and but very ! ?"
-    ).split()
-    return [
-        " ".join(rng.choice(words) for _ in range(tokens)) for _ in range(n)
-    ], "synthetic reviews (no data file)"
+    rng.shuffle(reviews)
+    n_short = int(round(n * short_fraction))
+    texts = reviews[: n - n_short]
+    for review in reviews[n - n_short :]:
+        if len(texts) >= n:
+            break
+        sentences = [s.strip() for s in _SENTENCE_END.split(review) if 3 <= len(s.split()) <= 30]
+        if sentences:
+            texts.append(rng.choice(sentences))
+    rng.shuffle(texts)
+    return texts
 
 
-# -- (1) in-process ceiling -----------------------------------------------------------------------
-def measure_ceiling(
-    version_dir: Path, texts: list[str], runtime: str, threads: int, batch_sizes: list[int], seconds: float
-) -> dict:
-    """Return texts/s of the Predictor on pre-tokenised, length-sorted batches, per batch size."""
+# -- (1) in-process ceilings --------------------------------------------------------------------
+def _ceiling_process(version_dir: str, share: list, mode: str, batch: int, seconds: float, barrier, out) -> None:
+    """Score one share of pre-encoded texts for ``seconds``; put the number of texts scored."""
+    import numpy as np
+
+    from embeddings.vocabulary import pad_batch
     from inference.predictor import Predictor
 
-    predictor = Predictor.load(
-        version_dir, runtime=runtime, intra_op_threads=threads, max_batch_size=max(batch_sizes)
-    )
-    ids = sorted(predictor.encode(texts), key=len)
-    results = {}
-    for size in batch_sizes:
-        batches = [ids[i : i + size] for i in range(0, len(ids) - size + 1, size)] or [ids[:size]]
-        predictor.score_ids(batches[0])  # warm this shape
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            for batch in batches:
-                predictor.score_ids(batch)
-                done += len(batch)
-                if time.perf_counter() - started >= seconds:
-                    break
-        results[size] = done / (time.perf_counter() - started)
-    best = max(results, key=results.get)
-    return {
-        "per_batch_size": results,
-        "best_batch_size": best,
-        "texts_per_s": results[best],
-        "mean_tokens": statistics.mean(len(x) for x in ids),
-    }
+    predictor = Predictor.load(version_dir, intra_op_threads=1)
+    ids = [np.asarray(x, dtype=np.int64) for x in share]
+    if mode == "sorted":
+        ids.sort(key=len)
+        calls = [ids[i : i + batch] for i in range(0, len(ids), batch)]
+    else:
+        calls = [[x] for x in ids]
+    matrices = [pad_batch(c) for c in calls]
+    for m in matrices[:: max(1, len(matrices) // 8)]:
+        predictor.backend.logits(m)  # first run of a shape allocates
+    barrier.wait()
+    done, started, k = 0, time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        predictor.backend.logits(matrices[k % len(matrices)])
+        done += len(calls[k % len(calls)])
+        k += 1
+    out.put(done / (time.perf_counter() - started))
+
+
+def measure_ceiling(version_dir: Path, ids: list, processes: int, mode: str, batch: int, seconds: float) -> float:
+    """Return texts/s of ``processes`` processes scoring their shares at once (summed)."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(processes), ctx.Queue()
+    shares = [ids[k::processes] for k in range(processes)]
+    procs = [
+        ctx.Process(target=_ceiling_process, args=(str(version_dir), share, mode, batch, seconds, barrier, out))
+        for share in shares
+    ]
+    for proc in procs:
+        proc.start()
+    rates = [out.get(timeout=600) for _ in procs]
+    for proc in procs:
+        proc.join()
+    return sum(rates)
 
 
 # -- servers --------------------------------------------------------------------------------------
-from tests.service.gunicorn_server import child_pids, free_port  # noqa: E402  (one implementation)
-
-
 def cpu_seconds(pid: int) -> float:
     """Return user+system CPU seconds a process has used."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -196,12 +240,12 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    """A gunicorn master running one app under ``service/gunicorn.conf.py``."""
+    """A gunicorn master running the service under ``service/gunicorn.conf.py``."""
 
-    def __init__(self, app: str, env: dict[str, str], ready_line: str, workers: int, workdir: Path) -> None:
+    def __init__(self, env: dict[str, str], workers: int, workdir: Path) -> None:
         self.port = free_port()
-        self.app, self.ready_line, self.workers = app, ready_line, workers
-        self.log_path = workdir / f"{app.split(':')[0]}-{self.port}.log"
+        self.workers = workers
+        self.log_path = workdir / f"server-{self.port}.log"
         self.env = {
             **os.environ,
             **env,
@@ -214,7 +258,7 @@ class Server:
     def __enter__(self) -> Server:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), self.app],
+                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "service.app:create_app()"],
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdout=log,
@@ -223,12 +267,12 @@ class Server:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited:\n{self.log_path.read_text()[-3000:]}")
-            if self.log_path.read_text(errors="replace").count(self.ready_line) >= self.workers:
+                raise RuntimeError(f"the server exited:\n{self.log_path.read_text()[-3000:]}")
+            if self.log_path.read_text(errors="replace").count(SERVICE_READY) >= self.workers:
                 return self
             time.sleep(0.2)
         self.__exit__()
-        raise TimeoutError(f"{self.app} not ready after 180 s:\n{self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(f"the server was not ready after 180 s:\n{self.log_path.read_text()[-3000:]}")
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -238,50 +282,124 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def url(self, path: str = "") -> str:
-        """Return the URL of ``path`` on this server."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
     def worker_pids(self) -> list[int]:
         """Return the live worker pids."""
         assert self.process is not None
         return child_pids(self.process.pid)
 
-    def batch_totals(self) -> tuple[float, float]:
-        """Return (texts, batches) so far from the service's batch size histogram."""
+    def metric_sums(self) -> dict[str, float]:
+        """Return the summed values of the counters the bench reads from ``/metrics``."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         conn.request("GET", "/metrics")
         text = conn.getresponse().read().decode()
         conn.close()
-        values = {}
+        wanted = (
+            "sentiment_batch_size_sum",
+            "sentiment_batch_size_count",
+            "sentiment_inference_duration_seconds_sum",
+        )
+        values = dict.fromkeys(wanted, 0.0)
         for line in text.splitlines():
-            if line.startswith(("sentiment_batch_size_sum ", "sentiment_batch_size_count ")):
-                name, value = line.split()
-                values[name] = float(value)
-        return values.get("sentiment_batch_size_sum", 0.0), values.get("sentiment_batch_size_count", 0.0)
+            name, _, value = line.partition(" ")
+            if name in values:
+                values[name] += float(value)
+        return values
 
 
-# -- load generator (runs in its own process) --------------------------------------------------------
-def client_main(args: argparse.Namespace) -> None:
-    """Send single-review requests from N threads for warmup+duration; print a JSON summary."""
-    host, port = args.client.split(":")
-    texts = json.loads(Path(args.texts_file).read_text())
-    bodies = [json.dumps({"text": t}).encode() for t in texts]
-    start = time.monotonic() + 0.2
-    window = (start + args.warmup, start + args.warmup + args.duration)
-    records: list[tuple[float, float, int]] = []
+# -- request bodies -------------------------------------------------------------------------------
+def write_bodies(workdir: Path, label: str, bodies: list[tuple[bytes, int, str]]) -> Path:
+    """Write request bodies as files plus a manifest line each: ``path header_length content_type``."""
+    folder = workdir / label
+    folder.mkdir()
+    lines = []
+    for i, (body, header_length, content_type) in enumerate(bodies):
+        path = folder / f"{i}.body"
+        path.write_bytes(body)
+        lines.append(f"{path} {header_length} {content_type}")
+    manifest = folder / "manifest.txt"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def predict_bodies(texts: list[str], per_request: int) -> list[tuple[bytes, int, str]]:
+    """Return ``/v1/predict`` bodies of ``per_request`` consecutive texts each."""
+    out = []
+    for i in range(0, len(texts) - per_request + 1, per_request):
+        chunk = texts[i : i + per_request]
+        doc = {"text": chunk[0]} if per_request == 1 else {"texts": chunk}
+        out.append((json.dumps(doc).encode(), 0, "application/json"))
+    return out
+
+
+# -- load generators --------------------------------------------------------------------------------
+def run_wrk(port: int, path: str, manifest: Path, connections: int, seconds: float, workdir: Path) -> dict:
+    """Run wrk for ``seconds``; return requests, non-2xx, errors and latency percentiles."""
+    script = workdir / "bodies.lua"
+    script.write_text(WRK_SCRIPT)
+    threads = max(1, min(2, connections))
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}{path}",
+            "--",
+            str(manifest),
+            str(random.randrange(10**6)),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = {"requests": int(re.search(r"(\d+) requests in", out).group(1))}
+    result["seconds"] = _wrk_seconds(re.search(r"requests in ([\d.]+)(\w+)", out))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        result[f"p{pct}_ms"] = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else None
+    return result
+
+
+def _wrk_seconds(match: re.Match | None) -> float:
+    """Return wrk's 'requests in 10.01s' duration in seconds."""
+    if match is None:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def python_client_main(args: argparse.Namespace) -> None:
+    """Closed-loop client threads (one keep-alive connection each); print a JSON summary."""
+    host, port, path = args.python_client.split(":", 2)
+    bodies = []
+    for line in Path(args.manifest).read_text().splitlines():
+        file, header_length, content_type = line.split(" ")
+        headers = {"Content-Type": content_type}
+        if header_length != "0":
+            headers["Inference-Header-Content-Length"] = header_length
+        bodies.append((Path(file).read_bytes(), headers))
+    stop = time.monotonic() + args.duration
+    records: list[tuple[float, int]] = []
     lock = threading.Lock()
 
     def worker(i: int) -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        mine, k = [], i
-        time.sleep(max(0.0, start - time.monotonic()))
-        while time.monotonic() < window[1]:
-            body = bodies[k % len(bodies)]
+        mine, k = [], i * 7919
+        while time.monotonic() < stop:
+            body, headers = bodies[k % len(bodies)]
             k += 1
             sent = time.monotonic()
             try:
-                conn.request("POST", "/v1/predict", body, {"Content-Type": "application/json"})
+                conn.request("POST", "/" + path, body, headers)
                 response = conn.getresponse()
                 response.read()
                 status = response.status
@@ -289,196 +407,187 @@ def client_main(args: argparse.Namespace) -> None:
                 conn.close()
                 conn = http.client.HTTPConnection(host, int(port), timeout=60)
                 status = -1
-            mine.append((sent, time.monotonic() - sent, status))
+            mine.append((time.monotonic() - sent, status))
         conn.close()
         with lock:
             records.extend(mine)
 
-    cpu0, wall0 = time.process_time(), time.monotonic()
+    started = time.monotonic()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.client_concurrency)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-    measured = [r for r in records if window[0] <= r[0] < window[1]]
-    ok = sorted(lat for _, lat, status in measured if status == 200)
+    ok = sorted(lat for lat, status in records if 200 <= status < 300)
     print(
         json.dumps(
             {
-                "requests": len(measured),
-                "ok": len(ok),
-                "errors": len(measured) - len(ok),
-                "texts_per_s": len(ok) / args.duration,
+                "requests": len(records),
+                "seconds": time.monotonic() - started,
+                "non_2xx": sum(1 for _, s in records if s >= 300),
+                "socket_errors": sum(1 for _, s in records if s < 0),
                 "p50_ms": 1e3 * ok[len(ok) // 2] if ok else None,
                 "p99_ms": 1e3 * ok[min(len(ok) - 1, int(0.99 * len(ok)))] if ok else None,
-                "client_cpu_cores": cpu / wall,
             }
         )
     )
 
 
-def run_load(server: Server, texts_file: Path, concurrency: int, args: argparse.Namespace) -> dict:
-    """Run the load generator against ``server`` and add server-side measurements."""
-    pids = server.worker_pids()
-    cpu_before = sum(cpu_seconds(p) for p in pids)
-    batches_before = server.batch_totals() if server.ready_line != NAIVE_READY else (0.0, 0.0)
-    started = time.monotonic()
+def run_python_client(port: int, path: str, manifest: Path, connections: int, seconds: float) -> dict:
+    """Run the Python client in its own process; return its summary."""
     out = subprocess.run(
         [
             sys.executable,
             __file__,
-            "--client",
-            f"127.0.0.1:{server.port}",
-            "--texts-file",
-            str(texts_file),
+            "--python-client",
+            f"127.0.0.1:{port}:{path.lstrip('/')}",
+            "--manifest",
+            str(manifest),
             "--client-concurrency",
-            str(concurrency),
+            str(connections),
             "--duration",
-            str(args.duration),
-            "--warmup",
-            str(args.warmup),
+            str(seconds),
         ],
         capture_output=True,
         text=True,
         check=True,
     )
-    elapsed = time.monotonic() - started
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result["server_cpu_cores"] = (sum(cpu_seconds(p) for p in pids) - cpu_before) / elapsed
-    result["rss_mb_per_worker"] = [round(rss_mb(p)) for p in pids]
-    if server.ready_line != NAIVE_READY:
-        texts, batches = server.batch_totals()
-        result["mean_batch_size"] = (texts - batches_before[0]) / max(1.0, batches - batches_before[1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_level(server: Server, path: str, manifest: Path, connections: int, per_request: int, args, workdir) -> dict:
+    """Warm up, then load the server for ``--duration``; add server-side measurements."""
+
+    def load(seconds: float) -> dict:
+        if args.client == "wrk":
+            return run_wrk(server.port, path, manifest, connections, seconds, workdir)
+        return run_python_client(server.port, path, manifest, connections, seconds)
+
+    if args.warmup > 0:
+        load(args.warmup)
+    pids = server.worker_pids()
+    cpu_before = sum(cpu_seconds(p) for p in pids)
+    sums_before = server.metric_sums()
+    result = load(args.duration)
+    cpu = sum(cpu_seconds(p) for p in pids) - cpu_before
+    sums = {k: v - sums_before[k] for k, v in server.metric_sums().items()}
+    ok = result["requests"] - result["non_2xx"] - result["socket_errors"]
+    result.update(
+        connections=connections,
+        texts_per_request=per_request,
+        texts_per_s=ok * per_request / result["seconds"],
+        server_cpu_cores=cpu / result["seconds"],
+        mean_batch=sums["sentiment_batch_size_sum"] / max(1.0, sums["sentiment_batch_size_count"]),
+        outside_model_us_per_request=1e6
+        * (cpu - sums["sentiment_inference_duration_seconds_sum"])
+        / max(1, result["requests"]),
+    )
     return result
 
 
-# -- report ---------------------------------------------------------------------------------------------
+# -- report -----------------------------------------------------------------------------------------
 def fmt(value: float | None, spec: str = ".1f") -> str:
     """Format a number or a dash."""
     return "-" if value is None else format(value, spec)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the three measurements and print them with their ratios."""
+    """Measure the ceilings and every load level; print them with their ratios."""
     args = parse_args(argv)
-    if args.client:
-        client_main(args)
+    if args.python_client:
+        python_client_main(args)
         return 0
-    from registry.artifact import KERAS_FILE
+    if args.client == "auto":
+        args.client = "wrk" if shutil.which("wrk") else "python"
+    from registry.artifact import Artifact
     from registry.store import Registry
 
-    registry = Registry(args.model_dir)
-    version_dir = registry.production_dir(args.model_name)
-    texts, source = load_texts(args.data, args.texts, args.tokens, args.seed)
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    version_dir = Registry(args.model_dir).production_dir(args.model_name)
+    vocabulary = Artifact.open(version_dir).vocabulary()
+    texts = load_texts(args.data, args.texts, args.short_fraction, args.seed)
+    ids = [vocabulary.encode(t).tolist() for t in texts]
+    lengths = sorted(len(x) for x in ids)
     cores = os.cpu_count() or 1
-    report: dict = {
-        "model": args.model_name,
-        "version": int(version_dir.name),
-        "runtime": args.runtime,
-        "texts_source": source,
-        "cores": cores,
-        "workers": args.workers,
-        "threads": args.threads,
-    }
-
     print(
-        f"Model {args.model_name} v{version_dir.name} ({args.runtime}, "
-        f"intra-op threads {args.intra_op_threads}); {len(texts)} {source}; {cores} CPU cores; "
+        f"Model {args.model_name} v{version_dir.name}; {len(texts)} texts ({args.short_fraction:.0%} single sentences), "
+        f"tokens per text: median {statistics.median(lengths):.0f}, p90 {lengths[int(0.9 * len(lengths))]}, "
+        f"max {lengths[-1]}; {cores} CPU cores; client {args.client}; "
         f"{args.duration:g} s per level (+{args.warmup:g} s warm-up)"
     )
     if os.getloadavg()[0] > 0.5 * cores:
         print(f"WARNING: load average {os.getloadavg()[0]:.1f} on {cores} cores: numbers will be noisy")
+    report: dict = {"model_version": int(version_dir.name), "texts": len(texts), "cores": cores, "args": vars(args)}
 
-    # (1) in-process ceiling: nothing else of ours runs meanwhile.
-    ceiling = measure_ceiling(
-        version_dir,
-        texts,
-        args.runtime,
-        args.intra_op_threads,
-        [int(b) for b in args.batch_sizes.split(",")],
-        max(1.0, args.duration / 3),
-    )
-    report["ceiling"] = ceiling
-    per_size = ", ".join(f"b{b}: {v:.0f}" for b, v in ceiling["per_batch_size"].items())
+    sorted_rates = {
+        b: measure_ceiling(version_dir, ids, args.workers, "sorted", b, args.ceiling_seconds)
+        for b in (int(x) for x in args.batch_sizes.split(","))
+    }
+    best = max(sorted_rates, key=sorted_rates.get)
+    ceiling = sorted_rates[best]
+    batch1 = measure_ceiling(version_dir, ids, args.workers, "batch1", 1, args.ceiling_seconds)
+    report["ceiling"] = {"sorted": sorted_rates, "best_batch": best, "batch1": batch1}
     print(
-        f"\n(1) in-process ceiling (1 process, mean {ceiling['mean_tokens']:.0f} tokens/text): "
-        f"{ceiling['texts_per_s']:.0f} texts/s at batch {ceiling['best_batch_size']}  [{per_size}]"
+        f"\n(1) in-process ceilings, {args.workers} processes x 1 thread: sorted {ceiling:.0f} texts/s "
+        f"(batch {best}; " + ", ".join(f"b{b}: {v:.0f}" for b, v in sorted_rates.items()) + f"); "
+        f"arrival-order batch-1 {batch1:.0f} texts/s"
     )
 
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         workdir = Path(tmp)
-        texts_file = workdir / "texts.json"
-        texts_file.write_text(json.dumps(texts))
-        common = {
-            "SENTIMENT_THREADS": str(args.threads),
-            "SENTIMENT_INTRA_OP_THREADS": str(args.intra_op_threads),
-        }
-
-        # (2) naive baseline.
-        naive = None
-        keras_file = version_dir / KERAS_FILE
-        if args.skip_naive:
-            print("\n(2) naive Keras baseline: skipped (--skip-naive)")
-        elif not keras_file.exists():
-            print(f"\n(2) naive Keras baseline: skipped ({keras_file} does not exist)")
-        else:
-            try:
-                with Server(
-                    "bench.naive_app:create_app()",
-                    {**common, "NAIVE_MODEL_DIR": str(version_dir)},
-                    NAIVE_READY,
-                    args.workers,
-                    workdir,
-                ) as server:
-                    naive = run_load(server, texts_file, args.naive_concurrency, args)
-                print(
-                    f"\n(2) naive Keras model.predict per request (concurrency {args.naive_concurrency}): "
-                    f"{naive['texts_per_s']:.1f} texts/s, p50 {fmt(naive['p50_ms'])} ms, "
-                    f"p99 {fmt(naive['p99_ms'])} ms, "
-                    f"RSS/worker {naive['rss_mb_per_worker']} MiB, errors {naive['errors']}"
-                )
-            except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
-                lines = [line for line in str(exc).splitlines() if line.strip()]
-                print(f"\n(2) naive Keras baseline: skipped (failed: {lines[0]} ... {lines[-1][:300]})")
-        report["naive"] = naive
-
-        # (3) the service.
         env = {
-            **common,
             "SENTIMENT_MODEL_DIR": str(Path(args.model_dir).resolve()),
             "SENTIMENT_MODEL_NAME": args.model_name,
-            "SENTIMENT_RUNTIME": args.runtime,
+            "SENTIMENT_THREADS": str(args.threads),
+            **dict(item.split("=", 1) for item in args.server_env),
         }
-        rows = []
-        with Server("service.app:create_app()", env, SERVICE_READY, args.workers, workdir) as server:
-            for concurrency in levels:
-                result = run_load(server, texts_file, concurrency, args)
-                result["concurrency"] = concurrency
-                rows.append(result)
-        report["service"] = rows
+        single = write_bodies(workdir, "single", predict_bodies(texts, 1))
+        multi = write_bodies(workdir, "multi", predict_bodies(texts, args.texts_per_request))
+        with Server(env, args.workers, workdir) as server:
+            for c in (int(x) for x in args.concurrency.split(",") if x.strip()):
+                rows.append({"endpoint": "/v1/predict", **run_level(server, "/v1/predict", single, c, 1, args, workdir)})
+            if args.multi_concurrency > 0:
+                rows.append(
+                    {
+                        "endpoint": "/v1/predict",
+                        **run_level(
+                            server, "/v1/predict", multi, args.multi_concurrency, args.texts_per_request, args, workdir
+                        ),
+                    }
+                )
+            if args.v2:
+                from bench.v2_requests import V2_INFER_PATH, binary_infer_request
 
-    print(f"\n(3) service: {args.workers} gunicorn workers x {args.threads} threads")
-    header = (
-        f"{'conc':>5} {'texts/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'batch':>6} {'RSS/worker MiB':>15} "
-        f"{'srv CPU':>8} {'cli CPU':>8} {'/ceil':>6} {'/ceil*w':>8} {'/naive':>7} {'err':>4}"
-    )
-    print(header)
-    ideal = ceiling["texts_per_s"] * min(args.workers, cores)
-    for r in rows:
-        naive_ratio = r["texts_per_s"] / naive["texts_per_s"] if naive and naive["texts_per_s"] else None
-        print(
-            f"{r['concurrency']:>5} {r['texts_per_s']:>8.1f} {fmt(r['p50_ms']):>7} {fmt(r['p99_ms']):>7} "
-            f"{r['mean_batch_size']:>6.1f} {str(r['rss_mb_per_worker']):>15} {r['server_cpu_cores']:>8.2f} "
-            f"{r['client_cpu_cores']:>8.2f} {r['texts_per_s'] / ceiling['texts_per_s']:>6.2f} "
-            f"{r['texts_per_s'] / ideal:>8.2f} {fmt(naive_ratio, '.1f'):>7} {r['errors']:>4}"
-        )
+                path = V2_INFER_PATH.format(model=args.model_name)
+                bodies = []
+                for t in texts:
+                    body, headers = binary_infer_request([t])
+                    bodies.append((body, int(headers["Inference-Header-Content-Length"]), headers["Content-Type"]))
+                v2 = write_bodies(workdir, "v2", bodies)
+                top = max(int(x) for x in args.concurrency.split(","))
+                rows.append({"endpoint": "/v2 binary", **run_level(server, path, v2, top, 1, args, workdir)})
+            rss = [round(rss_mb(p)) for p in server.worker_pids()]
+    report["levels"], report["rss_mb_per_worker"] = rows, rss
+
+    print(f"\n(2) service: {args.workers} gunicorn workers x {args.threads} threads")
     print(
-        "CPU columns are in cores (1.00 = one core busy); /ceil*w compares with the ceiling times "
-        f"min(workers, cores) = {min(args.workers, cores)}."
+        f"{'endpoint':>12} {'conc':>5} {'texts/req':>9} {'texts/s':>8} {'/sorted':>7} {'/batch1':>7} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'non2xx':>6} {'errors':>6} {'texts/call':>10} {'srv CPU':>7} {'us/req outside model':>20}"
+    )
+    for r in rows:
+        print(
+            f"{r['endpoint']:>12} {r['connections']:>5} {r['texts_per_request']:>9} {r['texts_per_s']:>8.0f} "
+            f"{r['texts_per_s'] / ceiling:>7.2f} {r['texts_per_s'] / batch1:>7.2f} {fmt(r['p50_ms']):>7} "
+            f"{fmt(r['p99_ms']):>7} {r['non_2xx']:>6} {r['socket_errors']:>6} {r['mean_batch']:>10.1f} "
+            f"{r['server_cpu_cores']:>7.2f} {r['outside_model_us_per_request']:>20.0f}"
+        )
+    print(f"RSS per worker after the whole bench: {rss} MiB")
+    print(
+        "srv CPU is in cores (1.00 = one core busy); 'outside model' = worker CPU minus the time of the "
+        "model calls (sentiment_inference_duration_seconds), per request."
     )
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
     return 0
 

@@ -8,13 +8,16 @@ is explicitly requested.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from embeddings.vocabulary import pad_batch
+from inference.batching import BatchPolicy, CostModel, plan_batches
 from registry.artifact import ONNX_FILE, SAVED_MODEL_DIR, Artifact
 
 log = logging.getLogger(__name__)
@@ -78,12 +81,23 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class Predictor:
     """One loaded model version: encode texts, score them in length-sorted batches, calibrate."""
 
-    def __init__(self, artifact: Artifact, backend: Backend, *, max_batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        artifact: Artifact,
+        backend: Backend,
+        *,
+        max_batch_size: int = 64,
+        max_batch_tokens: int = BatchPolicy.max_batch_tokens,
+    ) -> None:
         self.artifact = artifact
         self.backend = backend
+        self.name: str = artifact.name
+        self.version: int = artifact.version
         self.vocabulary = artifact.vocabulary()
         self.temperature = artifact.temperature
-        self.max_batch_size = max_batch_size
+        self.policy = BatchPolicy(max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+        self._cost_measured = False
+        self._cost_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -93,6 +107,7 @@ class Predictor:
         runtime: str = "onnx",
         intra_op_threads: int = 1,
         max_batch_size: int = 64,
+        max_batch_tokens: int = BatchPolicy.max_batch_tokens,
     ) -> "Predictor":
         """Load the model version stored at ``path`` with the named runtime."""
         artifact = Artifact.open(path)
@@ -103,40 +118,50 @@ class Predictor:
         else:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
         log.info("loaded model %s version %s (%s runtime)", artifact.name, artifact.version, runtime)
-        return cls(artifact, backend, max_batch_size=max_batch_size)
+        return cls(artifact, backend, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
 
-    @property
-    def name(self) -> str:
-        """Return the model name."""
-        return self.artifact.name
-
-    @property
-    def version(self) -> int:
-        """Return the model version number."""
-        return self.artifact.version
 
     # -- the core ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Tokenise and encode texts exactly as at training time."""
         return self.vocabulary.encode_many(texts)
 
+    @property
+    def max_batch_size(self) -> int:
+        """Return the most texts one model call takes."""
+        return self.policy.max_batch_size
+
+    def measure_cost(self) -> CostModel:
+        """Time this runtime on this machine and plan batches with the result from now on."""
+        with self._cost_lock:
+            cost = CostModel.measure(self.backend.logits, max_len=self.vocabulary.max_len)
+            self.policy = dataclasses.replace(self.policy, cost=cost)
+            self._cost_measured = True
+        return cost
+
+    def plan(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Return the groups of indices to score in one model call each (see inference.batching).
+
+        The first plan of more than one text measures the cost model unless warm-up did.
+        """
+        if len(lengths) > 1 and not self._cost_measured:
+            self.measure_cost()
+        return plan_batches(lengths, self.policy)
+
     def logits_for_ids(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
-        """Return raw logits, batching sequences of similar length together (order preserved)."""
+        """Return raw logits, scoring length-sorted groups chosen by :meth:`plan` (order preserved)."""
         n = len(sequences)
         out = np.empty(n, dtype=np.float64)
-        if n == 0:
-            return out
-        order = np.argsort([len(s) for s in sequences], kind="stable")
-        for start in range(0, n, self.max_batch_size):
-            idx = order[start : start + self.max_batch_size]
+        for idx in self.plan([len(s) for s in sequences]):
             out[idx] = self.backend.logits(pad_batch([sequences[i] for i in idx]))
         return out
 
     def score_together(self, sequences: Sequence[np.ndarray]) -> np.ndarray:
         """Return calibrated probabilities for sequences scored in a single model call.
 
-        Unlike :meth:`score_ids` there are no length buckets and no ``max_batch_size`` split: for
-        callers comparing scores of nearly equal sequences (occlusion), which bound the batch.
+        Unlike :meth:`score_ids` there is no plan: for callers that already grouped the sequences
+        (the service's batcher, through :meth:`plan`) or compare scores of nearly equal sequences
+        (occlusion), and bound the group themselves.
         """
         if not sequences:
             return np.empty(0, dtype=np.float64)
@@ -171,3 +196,4 @@ class Predictor:
         scores = self.score_texts(probe * 2)
         if not np.all(np.isfinite(scores)):
             raise ValueError(f"model {self.name} v{self.version} produced non-finite scores on warm-up")
+        self.measure_cost()

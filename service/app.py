@@ -17,6 +17,7 @@ from inference.predictor import Predictor
 from registry.store import Registry
 from service import api, errors
 from service.dataplane import DataPlane
+from service.fastjson import OrjsonProvider
 from service.metrics import Metrics
 from service.model_manager import ModelManager
 from service.settings import Settings
@@ -38,7 +39,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=settings.max_body_bytes + 1,  # +1: see api._json_body
         SEND_FILE_MAX_AGE_DEFAULT=0,  # the page's files revalidate (ETag): a deploy shows at once
     )
-    app.json.sort_keys = False  # keep fields in the documented order
+    app.json = OrjsonProvider(app)  # keeps fields in the documented (insertion) order
 
     metrics = Metrics()
     manager = ModelManager(
@@ -78,6 +79,7 @@ def _loader(settings: Settings) -> Callable[[str], Predictor]:
             runtime=settings.runtime,
             intra_op_threads=settings.intra_op_threads,
             max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
         )
 
     return load

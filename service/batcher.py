@@ -1,19 +1,23 @@
-"""Dynamic batching of concurrent requests into one model call (per process, like TF Serving's).
+"""Dynamic batching of concurrent requests into model calls (per process, like TF Serving's).
 
 The batcher wraps any ``predict(items) -> results`` function and knows nothing about HTTP or
 models. Request threads :meth:`DynamicBatcher.submit` their items and block; one background thread
-takes queued items, cuts a batch of at most ``max_batch_size`` (a large request is spread over
-several batches), calls ``predict`` once and hands each request its own results, in order.
+takes up to ``window`` queued items (a large request is spread over several rounds), asks the
+optional ``plan`` function how to group them into calls of ``predict`` (for a recurrent model:
+by length, so short texts are not padded to the longest; see ``inference.batching``), runs the
+groups one after another, and hands each request its results as soon as all of its items are
+scored. Without a plan, items go in arrival order, ``max_batch_size`` per call.
 
-When does a batch close? As soon as nothing else is known to be on its way: the thread blocks
+When does a round close? As soon as nothing else is known to be on its way: the thread blocks
 until the queue is non-empty, then takes everything queued. It waits (at most ``batch_timeout``
 from the oldest queued request) only while other requests have announced themselves with
 :meth:`DynamicBatcher.arrival` and are still being parsed. An idle server therefore runs a lone
-request at once, and under load requests pile up while the previous batch runs ("take all
-queued, run, repeat"), so batches grow with the load without a fixed delay.
+request at once, and under load requests pile up while the previous round runs ("take all
+queued, run, repeat"), so rounds grow with the load without a fixed delay.
 
 Bounded memory: at most ``max_queued_texts`` items wait; more is refused with :class:`QueueFull`.
-A request still waiting at its deadline is dropped with :class:`DeadlineExceeded`.
+A request still waiting at its deadline is dropped with :class:`DeadlineExceeded`; its items
+still queued in the current round are skipped, not scored.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+#: Groups of positions in a round's item list, one ``predict`` call each.
+Plan = Callable[[list[Any]], Sequence[Sequence[int]]]
 
 
 class BatcherError(Exception):
@@ -132,13 +138,18 @@ class DynamicBatcher(Generic[Item, Result]):
         max_batch_size: int = 64,
         batch_timeout_s: float = 0.002,
         max_queued: int = 1024,
+        window: int | None = None,
+        plan: Plan | None = None,
         observer: BatchObserver | None = None,
         name: str = "batcher",
     ) -> None:
-        if max_batch_size < 1 or max_queued < 1 or batch_timeout_s < 0:
-            raise ValueError("max_batch_size and max_queued must be >= 1, batch_timeout_s >= 0")
+        window = max_batch_size if window is None else window
+        if max_batch_size < 1 or max_queued < 1 or window < 1 or batch_timeout_s < 0:
+            raise ValueError("max_batch_size, window and max_queued must be >= 1, batch_timeout_s >= 0")
         self._predict = predict
+        self._plan = plan
         self.max_batch_size = max_batch_size
+        self.window = window
         self.batch_timeout_s = batch_timeout_s
         self.max_queued = max_queued
         self._observer: BatchObserver = observer or _NullObserver()
@@ -269,19 +280,19 @@ class DynamicBatcher(Generic[Item, Result]):
         if self.batch_timeout_s <= 0:
             return
         close_at = self._queue[0].enqueued_at + self.batch_timeout_s
-        while self._running and self._arriving > 0 and self._queued < self.max_batch_size:
+        while self._running and self._arriving > 0 and self._queued < self.window:
             remaining = close_at - time.monotonic()
             if remaining <= 0:
                 return
             self._cond.wait(remaining)
 
     def _take_batch(self) -> tuple[list[tuple[_Request, int, int]], list[_Request], int]:
-        """Cut up to max_batch_size items off the queue front (lock held)."""
+        """Cut up to ``window`` items off the queue front (lock held)."""
         parts: list[tuple[_Request, int, int]] = []
         expired: list[_Request] = []
         size = 0
         now = time.monotonic()
-        while self._queue and size < self.max_batch_size:
+        while self._queue and size < self.window:
             req = self._queue[0]
             if req.cancelled or now >= req.deadline:
                 self._queue.popleft()
@@ -292,7 +303,7 @@ class DynamicBatcher(Generic[Item, Result]):
                 continue
             if req.taken == 0:
                 self._observer.observe_queue_wait(now - req.enqueued_at)
-            k = min(self.max_batch_size - size, len(req.items) - req.taken)
+            k = min(self.window - size, len(req.items) - req.taken)
             parts.append((req, req.taken, req.taken + k))
             req.taken += k
             size += k
@@ -302,8 +313,29 @@ class DynamicBatcher(Generic[Item, Result]):
         return parts, expired, self._queued
 
     def _run(self, parts: list[tuple[_Request, int, int]]) -> None:
-        """Call predict once for the batch and deliver each request its slice of the results."""
-        batch = [item for req, start, end in parts for item in req.items[start:end]]
+        """Score one round: plan its groups, call predict once per group, deliver as they finish."""
+        slots = [(req, i) for req, start, end in parts for i in range(start, end)]
+        items = [req.items[i] for req, i in slots]
+        for group in self._groups(items):
+            live = [j for j in group if not slots[j][0].cancelled and slots[j][0].error is None]
+            if live:
+                self._run_group([slots[j] for j in live], [items[j] for j in live])
+
+    def _groups(self, items: list[Any]) -> Sequence[Sequence[int]]:
+        """Return the plan's groups, or arrival-order chunks when there is no plan or it failed."""
+        if self._plan is not None:
+            try:
+                groups = self._plan(items)
+                if sorted(j for g in groups for j in g) == list(range(len(items))):
+                    return groups
+                log.error("batch plan does not cover the round exactly once; using arrival order")
+            except Exception:  # noqa: BLE001 - e.g. no model loaded: predict reports it per request
+                log.debug("batch plan failed; using arrival order", exc_info=True)
+        size = self.max_batch_size
+        return [range(k, min(k + size, len(items))) for k in range(0, len(items), size)]
+
+    def _run_group(self, slots: list[tuple[_Request, int]], batch: list[Any]) -> None:
+        """Call predict once and deliver each result to its request (the slots, in order)."""
         started = time.perf_counter()
         try:
             results = list(self._predict(batch))
@@ -311,24 +343,28 @@ class DynamicBatcher(Generic[Item, Result]):
                 raise RuntimeError(f"predict returned {len(results)} results for {len(batch)} items")
         except Exception as exc:  # a failed batch fails its requests, never the thread
             log.exception("batch of %d items failed", len(batch))
+            failed = list(dict.fromkeys(req for req, _ in slots))
             with self._cond:
-                for req, _, _ in parts:  # drop their unscored rest: the request has failed anyway
+                for req in failed:  # drop their unscored rest: the request has failed anyway
                     req.cancelled = True
                     self._queued -= len(req.items) - req.taken
                     req.taken = len(req.items)
-            for req, _, _ in parts:
+            for req in failed:
                 req.fail(exc)
             return
         try:
             self._observer.observe_batch(len(batch), time.perf_counter() - started)
         except Exception:  # noqa: BLE001 - losing a metric must not lose the batch's results
             log.exception("could not record batch metrics")
-        offset = 0
-        for req, start, end in parts:
-            req.results[start:end] = results[offset : offset + end - start]
-            offset += end - start
-            with self._cond:
-                req.done += end - start
-                finished = req.done == len(req.items)
-            if finished:
-                req.event.set()
+        scored: dict[_Request, int] = {}
+        for (req, i), result in zip(slots, results):
+            req.results[i] = result
+            scored[req] = scored.get(req, 0) + 1
+        finished = []
+        with self._cond:
+            for req, count in scored.items():
+                req.done += count
+                if req.done == len(req.items):
+                    finished.append(req)
+        for req in finished:
+            req.event.set()

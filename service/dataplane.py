@@ -94,6 +94,8 @@ class DataPlane:
             max_batch_size=settings.max_batch_size,
             batch_timeout_s=settings.batch_timeout_s,
             max_queued=settings.max_queued_texts,
+            window=settings.batch_window_texts,
+            plan=self._plan_batches,
             observer=observer,
             name=f"batcher-{settings.model_name}",
         )
@@ -152,18 +154,23 @@ class DataPlane:
         prediction = Prediction(predictor.label_for(p), p, predictor.name, predictor.version)
         return ExplainedPrediction(prediction, explanation)
 
+    def _plan_batches(self, items: list[_Encoded]) -> list[np.ndarray]:
+        """Group a round of queued texts into model calls by length (inference.batching decides)."""
+        return self.manager.current().plan([len(it.ids) for it in items])
+
     def _score_batch(self, items: list[_Encoded]) -> list[Prediction]:
-        """Score one batch with the Predictor served now (runs on the batcher thread)."""
+        """Score one planned group in one model call with the Predictor served now (batcher thread)."""
         predictor = self.manager.current()
         ids = [it.ids if it.encoder is predictor else predictor.encode([it.text])[0] for it in items]
         try:
-            probabilities = predictor.score_ids(ids)
+            probabilities = predictor.score_together(ids)
         except Exception as exc:
             raise InferenceError(f"model {predictor.name} v{predictor.version} failed: {exc}") from exc
-        if not np.all(np.isfinite(probabilities)):
+        if not np.isfinite(probabilities).all():
             raise NonFiniteScore(f"model {predictor.name} v{predictor.version} produced a non-finite score")
         name, version = predictor.name, predictor.version
-        return [Prediction(predictor.label_for(p), float(p), name, version) for p in probabilities]
+        label_for = predictor.label_for
+        return [Prediction(label_for(p), p, name, version) for p in probabilities.tolist()]
 
     # -- status --------------------------------------------------------------------------------
     def model_status(self) -> dict:

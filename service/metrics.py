@@ -39,6 +39,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, int], tuple] = {}
         r = self.registry
         self.requests = Counter(
             "sentiment_http_requests_total",
@@ -61,7 +62,7 @@ class Metrics:
         )
         self.inference_latency = Histogram(
             "sentiment_inference_duration_seconds",
-            "Seconds one batch spends in the model (encode+run).",
+            "Seconds one model call takes (padding, the runtime, calibration).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -120,6 +121,20 @@ class Metrics:
         self.reloads.labels(name, "failure").inc()
 
     # -- HTTP ----------------------------------------------------------------------------------
+    def _request_children(self, rule: str, method: str, status: int) -> tuple:
+        """Return the (counter, histogram) children of one label set, looked up once per process.
+
+        ``labels()`` validates and locks on every call; the label sets are few and bounded (rules
+        of the app x known methods x status codes), so a plain dict keeps them off the hot path.
+        """
+        key = (rule, method, status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (rule, method, str(status))
+            children = (self.requests.labels(*labels), self.request_latency.labels(*labels))
+            self._children[key] = children
+        return children
+
     def exposition(self) -> bytes:
         """Return the text exposition for all workers (multiprocess) or this app."""
         path = multiprocess_dir()
@@ -141,10 +156,10 @@ class Metrics:
             started = g.pop("metrics_started", None)
             rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
             method = request.method if request.method in KNOWN_METHODS else "OTHER"  # bounded labels
-            labels = (rule, method, str(response.status_code))
-            self.requests.labels(*labels).inc()
+            count, latency = self._request_children(rule, method, response.status_code)
+            count.inc()
             if started is not None:
-                self.request_latency.labels(*labels).observe(time.perf_counter() - started)
+                latency.observe(time.perf_counter() - started)
             return response
 
         def metrics_view() -> Response:

@@ -42,7 +42,22 @@ class Settings:
         metadata=_doc("Inference runtime: `onnx` (no TensorFlow in the process) or `savedmodel`."),
     )
     max_batch_size: int = field(
-        default=64, metadata=_doc("Most texts the batcher puts into one model call.", minimum=1)
+        default=64, metadata=_doc("Most texts in one model call.", minimum=1)
+    )
+    max_batch_tokens: int = field(
+        default=32768,
+        metadata=_doc(
+            "Most padded tokens (texts x longest text) in one model call; a longer single text still runs.",
+            minimum=1,
+        ),
+    )
+    batch_window_texts: int = field(
+        default=256,
+        metadata=_doc(
+            "Most queued texts the batcher takes at once, sorts by length and cuts into model calls "
+            "(the cut minimises the cost model measured at warm-up).",
+            minimum=1,
+        ),
     )
     batch_timeout_micros: int = field(
         default=2000,

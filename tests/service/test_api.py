@@ -144,8 +144,9 @@ def test_metrics_endpoint(client):
         (b'{"text": 5}', 400, "invalid_request"),
         (b'{"text": "a", "texts": ["b"]}', 400, "invalid_request"),
         (b'{"texts": ["a"], "extra": 1}', 400, "invalid_request"),
-        (b'{"texts": ["\\ud800 lone surrogate"]}', 400, "invalid_text"),
-        (b'{"texts": NaN}', 400, "invalid_request"),
+        (b'{"texts": ["\\ud800 lone surrogate"]}', 400, "invalid_json"),  # not valid Unicode
+        (b'{"texts": NaN}', 400, "invalid_json"),  # NaN is not JSON
+        (b'{"text": 1e999}', 400, "invalid_json"),
     ],
 )
 def test_predict_rejects_bad_bodies(client, body, status, code):
@@ -253,7 +254,7 @@ def test_no_model_yet_means_503_then_ready_after_promotion(make_app, tmp_path):
 def hold_model(app) -> tuple[threading.Event, threading.Event]:
     """Make the next model call block until released; return (entered, release)."""
     predictor = app.extensions["sentiment"].manager.current()
-    original = predictor.score_ids
+    original = predictor.score_together
     entered, release = threading.Event(), threading.Event()
 
     def held(sequences):
@@ -261,7 +262,7 @@ def hold_model(app) -> tuple[threading.Event, threading.Event]:
         release.wait(10)
         return original(sequences)
 
-    predictor.score_ids = held
+    predictor.score_together = held
     return entered, release
 
 
@@ -316,7 +317,7 @@ def test_refused_version_is_reported_in_status(make_app, fake_registry):
 
 
 def test_model_failure_is_a_json_500_without_internals(app, client):
-    app.extensions["sentiment"].manager.current().score_ids = lambda seqs: 1 / 0
+    app.extensions["sentiment"].manager.current().score_together = lambda seqs: 1 / 0
     response = post_json(client, PREDICT, {"text": "x"})
     assert_error(response, 500, "inference_failed")
     assert "ZeroDivision" not in response.get_data(as_text=True)
@@ -324,7 +325,7 @@ def test_model_failure_is_a_json_500_without_internals(app, client):
 
 
 def test_non_finite_score_is_a_json_500(app, client):
-    app.extensions["sentiment"].manager.current().score_ids = lambda seqs: np.full(len(seqs), np.nan)
+    app.extensions["sentiment"].manager.current().score_together = lambda seqs: np.full(len(seqs), np.nan)
     assert_error(post_json(client, PREDICT, {"text": "x"}), 500, "inference_failed")
 
 
@@ -395,7 +396,7 @@ def test_explain_shows_a_xss_attempt_only_as_plain_tokens(client):
         (b'{"text": ["a"]}', 400, "invalid_request"),
         (b'{"text": null}', 400, "invalid_request"),
         (b'{"text": " \\n"}', 400, "empty_text"),
-        (b'{"text": "\\ud800 lone surrogate"}', 400, "invalid_text"),
+        (b'{"text": "\\ud800 lone surrogate"}', 400, "invalid_json"),
     ],
 )
 def test_explain_rejects_bad_bodies(client, body, status, code):
@@ -432,9 +433,10 @@ def test_explain_runs_one_at_a_time_and_leaves_predictions_flowing(make_app):
     original = predictor.score_together
     entered, release = threading.Event(), threading.Event()
 
-    def held(sequences):
-        entered.set()
-        release.wait(10)
+    def held(sequences):  # holds the first call (the explanation); predictions pass
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
         return original(sequences)
 
     predictor.score_together = held

@@ -242,3 +242,60 @@ def test_observer_failure_does_not_kill_the_batching_thread(make_batcher):
     batcher = make_batcher(Recorder(), observer=Broken())
     assert batcher.submit([1], later()) == [2]  # results still delivered
     assert batcher.submit([2], later()) == [4]  # and the thread lives on
+
+
+def _queue_behind_a_held_batch(batcher: DynamicBatcher, recorder: Recorder, requests: list[list[int]]):
+    """Hold the model on a first request, queue ``requests`` behind it, return their futures."""
+    recorder.release.clear()
+    recorder.entered.clear()
+    pool = ThreadPoolExecutor(len(requests) + 1)
+    first = pool.submit(batcher.submit, [0], later())
+    assert recorder.entered.wait(5)
+    futures = [pool.submit(batcher.submit, items, later()) for items in requests]
+    deadline = time.monotonic() + 5
+    while batcher.queued < sum(map(len, requests)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    recorder.release.set()
+    assert first.result(5) == [0]
+    return pool, futures
+
+
+def test_a_round_runs_as_the_plan_groups_it(make_batcher):
+    def plan(items: list[int]) -> list[list[int]]:  # odd numbers first, then even ones
+        return [[j for j, x in enumerate(items) if x % 2], [j for j, x in enumerate(items) if not x % 2]]
+
+    recorder = Recorder()
+    batcher = make_batcher(recorder, max_batch_size=2, window=64, batch_timeout_s=0.0, plan=plan)
+    requests = [[1, 2], [3], [4, 5, 6]]
+    pool, futures = _queue_behind_a_held_batch(batcher, recorder, requests)
+    assert [f.result(5) for f in futures] == [[2, 4], [6], [8, 10, 12]]
+    pool.shutdown()
+    assert recorder.batches[1:] == [[1, 3, 5], [2, 4, 6]]  # the plan, not max_batch_size, decides
+
+
+def test_a_failing_group_fails_only_its_requests(make_batcher):
+    class FailsOnThirteen(Recorder):
+        def __call__(self, items: list[int]) -> list[int]:
+            if 13 in items:
+                raise RuntimeError("bad input")
+            return super().__call__(items)
+
+    def plan(items: list[int]) -> list[list[int]]:
+        return [[j] for j in range(len(items))]  # one call per item
+
+    recorder = FailsOnThirteen()
+    batcher = make_batcher(recorder, window=64, batch_timeout_s=0.0, plan=plan)
+    pool, futures = _queue_behind_a_held_batch(batcher, recorder, [[1], [13, 2], [3]])
+    assert futures[0].result(5) == [2] and futures[2].result(5) == [6]
+    with pytest.raises(RuntimeError, match="bad input"):
+        futures[1].result(5)
+    pool.shutdown()
+    assert [2] not in recorder.batches  # the failed request's other item was not scored for nothing
+    assert batcher.queued == 0
+
+
+def test_a_plan_that_loses_items_falls_back_to_arrival_order(make_batcher):
+    recorder = Recorder()
+    batcher = make_batcher(recorder, max_batch_size=2, plan=lambda items: [[0]])
+    assert batcher.submit([1, 2, 3], later()) == [2, 4, 6]
+    assert recorder.batches == [[1, 2], [3]]

@@ -43,14 +43,14 @@ def test_predictions_match_the_predictor(plane: DataPlane):
 def test_in_flight_batch_finishes_on_the_old_version(plane: DataPlane, fake_registry: Registry):
     old = plane.manager.current()
     held, release = threading.Event(), threading.Event()
-    original = old.score_ids
+    original = old.score_together
 
-    def slow_score_ids(sequences):
+    def slow_score(sequences):
         held.set()
         release.wait(5)
         return original(sequences)
 
-    old.score_ids = slow_score_ids  # type: ignore[method-assign]
+    old.score_together = slow_score  # type: ignore[method-assign]
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(plane.predict, TEXTS[:1], later())
         assert held.wait(5)
@@ -84,13 +84,13 @@ def test_text_encoded_before_a_swap_is_scored_by_the_new_version(plane: DataPlan
 
 def test_non_finite_scores_fail_the_request(plane: DataPlane):
     predictor = plane.manager.current()
-    predictor.score_ids = lambda seqs: np.full(len(seqs), np.nan)  # type: ignore[method-assign]
+    predictor.score_together = lambda seqs: np.full(len(seqs), np.nan)  # type: ignore[method-assign]
     with pytest.raises(NonFiniteScore):
         plane.predict(TEXTS[:1], later())
 
 
 def test_runtime_errors_become_inference_errors(plane: DataPlane):
-    plane.manager.current().score_ids = lambda seqs: 1 / 0  # type: ignore[method-assign]
+    plane.manager.current().score_together = lambda seqs: 1 / 0  # type: ignore[method-assign]
     with pytest.raises(InferenceError) as err:
         plane.predict(TEXTS[:1], later())
     assert isinstance(err.value.__cause__, ZeroDivisionError)
