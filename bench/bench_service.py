@@ -51,6 +51,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
+from service.settings import ServerSettings  # noqa: E402
 from tests.service.gunicorn_server import child_pids, free_port  # noqa: E402  (one implementation)
 
 DEFAULT_DATA = (
@@ -137,8 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads",
         type=int,
-        default=int(os.environ.get("SENTIMENT_THREADS", "16")),
-        help="request threads per worker (default: $SENTIMENT_THREADS or 16)",
+        default=int(os.environ.get("SENTIMENT_THREADS", ServerSettings().threads)),
+        help="request threads per worker (default: $SENTIMENT_THREADS or the service's default)",
     )
     p.add_argument(
         "--server-env",
