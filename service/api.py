@@ -61,6 +61,11 @@ def _json_body() -> Any:
     """Read and decode the JSON body within the configured size limit."""
     if not request.is_json:
         raise UnsupportedMediaType('send the body as JSON with "Content-Type: application/json"')
+    return decode_json(read_body())
+
+
+def read_body() -> bytes:
+    """Read the raw body within the configured size limit (413 beyond it)."""
     limit = dataplane().settings.max_body_bytes
     length = request.content_length
     if length is not None and length > limit:
@@ -72,7 +77,7 @@ def _json_body() -> Any:
     if len(raw) > limit:
         _discard_body(DRAIN_FACTOR * limit)
         raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
-    return decode_json(raw)
+    return raw
 
 
 def _discard_body(budget: int) -> None:
@@ -92,7 +97,7 @@ def _discard_body(budget: int) -> None:
         return
 
 
-def _limits() -> Limits:
+def limits() -> Limits:
     """Return the per-request limits from the settings."""
     s = dataplane().settings
     return Limits(max_texts=s.max_texts_per_request, max_text_chars=s.max_text_chars)
@@ -103,7 +108,7 @@ def _score(parse: Callable[[Any, Limits], list[str]]) -> list[Prediction]:
     plane = dataplane()
     deadline = time.monotonic() + plane.settings.deadline_s
     with plane.arrival() as arrival:  # a forming batch may wait for this request while it parses
-        texts = parse(_json_body(), _limits())
+        texts = parse(_json_body(), limits())
         return plane.predict(texts, deadline, arrival)
 
 
@@ -133,7 +138,7 @@ def explain() -> Response:
     """Explain ``{"text": "..."}``: its prediction and each token's contribution, by occlusion."""
     plane = dataplane()
     deadline = time.monotonic() + plane.settings.deadline_s
-    text = text_from_explain(_json_body(), _limits())
+    text = text_from_explain(_json_body(), limits())
     result = plane.explain(text, deadline)
     p, e = result.prediction, result.explanation
     return jsonify(

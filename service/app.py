@@ -15,7 +15,7 @@ from flask import Flask
 
 from inference.predictor import Predictor
 from registry.store import Registry
-from service import api, errors
+from service import api, errors, v2
 from service.dataplane import DataPlane
 from service.fastjson import OrjsonProvider
 from service.metrics import Metrics
@@ -36,7 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         DEBUG=False,
         PROPAGATE_EXCEPTIONS=False,  # every error becomes a JSON body, also under TESTING
-        MAX_CONTENT_LENGTH=settings.max_body_bytes + 1,  # +1: see api._json_body
+        MAX_CONTENT_LENGTH=settings.max_body_bytes + 1,  # +1: see api.read_body
         SEND_FILE_MAX_AGE_DEFAULT=0,  # the page's files revalidate (ETag): a deploy shows at once
     )
     app.json = OrjsonProvider(app)  # keeps fields in the documented (insertion) order
@@ -63,6 +63,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         api.web_bp,
     ):
         app.register_blueprint(blueprint)
+    v2.init_app(app)  # Open Inference Protocol (KServe V2) routes, with their own error bodies
 
     plane.start()
     if not manager.ready:

@@ -209,6 +209,14 @@ class DataPlane:
         served = self.manager.current()
         return Report(served.name, served.version, served.artifact.file(REPORT_DIR))
 
+    def loaded_versions(self) -> list[int]:
+        """Return the versions this worker can score with now: the served one (none before a load).
+
+        A worker holds one Predictor, so a request naming another version cannot be honoured.
+        """
+        served = self.manager.state().served
+        return [] if served is None else [served.version]
+
     def readiness(self) -> dict | None:
         """Return the served model's name and version, or None when not ready."""
         state = self.manager.state()

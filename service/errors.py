@@ -2,7 +2,8 @@
 
 Clients get a stable machine-readable ``code`` and a human ``message``; never HTML, never a stack
 trace. Domain errors of the batcher and the model manager are mapped to HTTP statuses here, so
-those layers stay free of HTTP.
+those layers stay free of HTTP. A protocol with its own error shape (the Open Inference Protocol
+under ``/v2``) registers a body builder for its URL prefix: same statuses and headers, its body.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from inference.explain import TooManyTokens
@@ -90,9 +91,34 @@ class ModelNotFound(ApiError):
     code = "model_not_found"
 
 
+#: Builds an error body from the stable code and the message.
+ErrorBody = Callable[[str, str], dict]
+_ERROR_BODIES = "error_bodies"  # app.extensions key: [(URL prefix, ErrorBody), ...]
+
+
+def native_error_body(code: str, message: str) -> dict:
+    """Return the service's own error body."""
+    return {"error": {"code": code, "message": message}}
+
+
+def register_error_body(app: Flask, prefix: str, body: ErrorBody) -> None:
+    """Answer errors of ``prefix`` and the paths below it with ``body`` (another protocol's shape)."""
+    app.extensions.setdefault(_ERROR_BODIES, []).append((prefix.rstrip("/"), body))
+
+
+def _error_body() -> ErrorBody:
+    """Return the body builder for the current request's path."""
+    if has_request_context():
+        path = request.path
+        for prefix, body in current_app.extensions.get(_ERROR_BODIES, ()):
+            if path == prefix or path.startswith(prefix + "/"):
+                return body
+    return native_error_body
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> Response:
-    """Return the JSON error body with its status."""
-    response = jsonify({"error": {"code": code, "message": message}})
+    """Return the JSON error body with its status (in the shape of the path's protocol)."""
+    response = jsonify(_error_body()(code, message))
     response.status_code = status
     for key, value in (headers or {}).items():
         response.headers[key] = value

@@ -74,3 +74,15 @@ def test_request_examples_in_the_spec_are_valid():
     explain = spec["paths"]["/v1/explain"]["post"]
     validate(explain["requestBody"]["content"]["application/json"]["example"], "ExplainRequest")
     validate(explain["responses"]["200"]["content"]["application/json"]["example"], "ExplainResponse")
+
+
+def test_v2_examples_in_the_spec_are_valid():
+    spec = base_spec()
+    for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        infer = spec["paths"][path]["post"]
+        validate(infer["requestBody"]["content"]["application/json"]["example"], "V2InferRequest")
+        validate(infer["responses"]["200"]["content"]["application/json"]["example"], "V2InferResponse")
+    metadata = spec["paths"]["/v2/models/{name}"]["get"]["responses"]["200"]["content"]["application/json"]
+    validate(metadata["example"], "V2ModelMetadata")
+    server = spec["paths"]["/v2"]["get"]["responses"]["200"]["content"]["application/json"]
+    validate(server["example"], "V2ServerMetadata")
