@@ -27,15 +27,15 @@ from service.v2_codec import (
 )
 
 #: The infer URL of the production version; ``infer_path`` fills it in.
-INFER_PATH = "/v2/models/{model}/infer"
-VERSIONED_INFER_PATH = "/v2/models/{model}/versions/{version}/infer"
+V2_INFER_PATH = "/v2/models/{model}/infer"
+V2_VERSIONED_INFER_PATH = "/v2/models/{model}/versions/{version}/infer"
 
 
 def infer_path(model: str = "sentiment", version: int | None = None) -> str:
     """Return the V2 infer path of ``model`` (production version unless ``version`` is given)."""
     if version is None:
-        return INFER_PATH.format(model=model)
-    return VERSIONED_INFER_PATH.format(model=model, version=version)
+        return V2_INFER_PATH.format(model=model)
+    return V2_VERSIONED_INFER_PATH.format(model=model, version=version)
 
 
 def binary_infer_request(

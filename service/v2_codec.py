@@ -14,7 +14,6 @@ outputs of shape ``[n]``: ``probability`` (FP32, calibrated P(positive)) and ``l
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.validation import Limits, check_texts, decode_json
@@ -111,7 +111,7 @@ def _texts(tensor: dict, binary: bytes, *, has_binary_section: bool, limits: Lim
     where = f"input {INPUT_NAME!r}"
     datatype = tensor.get("datatype")
     if datatype != INPUT_DATATYPE:
-        shown = datatype[:20] if isinstance(datatype, str) else json.dumps(datatype)[:20]
+        shown = datatype[:20] if isinstance(datatype, str) else _shown(datatype)
         raise InvalidRequest(f"{where} has datatype {shown}; it must be {INPUT_DATATYPE}")
     count = _count(tensor.get("shape"), limits, where=where)
     size = _parameters(tensor.get("parameters"), where=where).get("binary_data_size")
@@ -150,9 +150,7 @@ def _count(shape: Any, limits: Limits, *, where: str) -> int:
         or not isinstance(shape[0], int)
         or shape[0] < 0
     ):
-        raise InvalidRequest(
-            f"{where} must have shape [n] (one text per element), not {json.dumps(shape)[:60]}"
-        )
+        raise InvalidRequest(f"{where} must have shape [n] (one text per element), not {_shown(shape)}")
     count = shape[0]
     if count > limits.max_texts:
         raise PayloadTooLarge(
@@ -182,6 +180,14 @@ def _flatten(data: Any, count: int, *, where: str) -> list:
         if not isinstance(element, str):
             raise InvalidRequest(f'{where}: element {i} of "data" must be a string (BYTES in JSON)')
     return flat
+
+
+def _shown(value: Any) -> str:
+    """Return a decoded JSON value as short JSON text, for an error message."""
+    try:
+        return orjson.dumps(value).decode("utf-8")[:60]
+    except TypeError:  # an integer beyond 64 bits (only callers building values by hand)
+        return repr(value)[:60]
 
 
 def _utf8(element: bytes, index: int) -> str:
@@ -301,7 +307,7 @@ def encode_infer_response(
     if request_id is not None:
         doc["id"] = request_id
     doc["outputs"] = tensors
-    header = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    header = orjson.dumps(doc)  # compact UTF-8, the fast serialiser of the predict path
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

@@ -307,7 +307,7 @@ def test_deadline_and_full_queue_answer_504_and_503(make_app):
 
 
 def test_model_failure_is_a_v2_500_without_internals(app, client):
-    app.extensions["sentiment"].manager.current().score_ids = lambda seqs: 1 / 0
+    app.extensions["sentiment"].manager.current().score_together = lambda seqs: 1 / 0
     message = assert_v2_error(client.post(INFER, json=v2_doc(["x"])), 500, "failed to score")
     assert "ZeroDivision" not in message
 

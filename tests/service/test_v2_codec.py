@@ -206,8 +206,14 @@ BAD = [
         "shape [n]",
     ),
     (
-        "huge shape",
+        "huge shape",  # beyond 64 bits: JSON decodes it as a float
         json_case({"inputs": [text_input(shape=[10**30], data=["a"])]}),
+        InvalidRequest,
+        "shape [n]",
+    ),
+    (
+        "uint64 shape",
+        json_case({"inputs": [text_input(shape=[2**64 - 1], data=["a"])]}),
         PayloadTooLarge,
         "the limit is 8",
     ),

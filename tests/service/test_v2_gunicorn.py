@@ -14,7 +14,7 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from bench.v2_requests import binary_infer_request, infer_path, read_binary_response
+from bench.v2_requests import V2_INFER_PATH, binary_infer_request, infer_path, read_binary_response
 from registry.store import Registry
 from service.v2_codec import HEADER_LENGTH, encode_bytes_elements
 from tests.service.gunicorn_server import GunicornServer
@@ -198,6 +198,8 @@ def test_bench_binary_request_scores_like_v1_and_is_counted(server: GunicornServ
         server.metrics(), "sentiment_http_requests_total", route="/v2/models/<name>/infer", status="200"
     )
     body, headers = binary_infer_request(MANY, request_id="bench")
+    assert infer_path("sentiment") == V2_INFER_PATH.format(model="sentiment")  # what bench_service.py formats
+    assert set(headers) == {"Inference-Header-Content-Length", "Content-Type"}
     response = requests.post(server.url(infer_path("sentiment")), data=body, headers=headers, timeout=30)
     assert response.status_code == 200, response.text[:300]
     assert response.headers["Content-Type"] == "application/octet-stream"
