@@ -191,10 +191,11 @@ def score_part(index: int, item: Piece | pd.DataFrame, columns: list[str], spec:
                writer: PartWriter) -> dict:
     """Read, score and write one partition as part ``index`` (a Dask task); return its record."""
     try:
-        return writer.write(index, score_chunk(read_piece(item, columns), spec))
+        record = writer.write(index, score_chunk(read_piece(item, columns), spec))
     except Exception as exc:  # noqa: BLE001 - the client prints this one line
         where = item.describe() if isinstance(item, Piece) else f"{len(item)} rows read by the client"
         raise JobFailed(failure_line(index, where, this_process(), exc)) from None
+    return {**record, "worker": this_process()}  # kept in the manifest: who wrote which part
 
 
 def _worker_errors(results: dict[str, Any]) -> str | None:

@@ -110,7 +110,10 @@ def is_dir(path: PathLike) -> bool:
     """Return True for an existing folder (a prefix holding objects, for URLs)."""
     if is_url(path):
         fs, inner = filesystem(str(path))
-        return fs.isdir(inner)
+        try:
+            return fs.isdir(inner)
+        finally:
+            fs.invalidate_cache(inner)  # see listdir
     return os.path.isdir(path)
 
 
@@ -119,20 +122,30 @@ def list_files(root: PathLike) -> list[str]:
     if is_url(root):
         fs, inner = filesystem(str(root))
         fs.invalidate_cache(inner)
-        return [fs.unstrip_protocol(p) for p in fs.find(inner)]
+        try:
+            return [fs.unstrip_protocol(p) for p in fs.find(inner)]
+        finally:
+            fs.invalidate_cache(inner)  # see listdir
     return [str(p) for p in Path(root).rglob("*") if p.is_file()]
 
 
 def listdir(directory: PathLike) -> list[str]:
     """Return the names directly inside a folder ([] if it does not exist)."""
+    if not is_url(directory):
+        try:
+            return os.listdir(directory)
+        except FileNotFoundError:
+            return []
+    fs, inner = filesystem(str(directory))
+    # Other processes (the workers) write here: never answer from, nor leave behind, a cached
+    # listing, which fsspec would also use to answer exists()/open() with "not found".
+    fs.invalidate_cache(inner)
     try:
-        if is_url(directory):
-            fs, inner = filesystem(str(directory))
-            fs.invalidate_cache(inner)  # other processes (workers) write here
-            return [basename(p) for p in fs.ls(inner, detail=False) if basename(p)]
-        return os.listdir(directory)
+        return [basename(p) for p in fs.ls(inner, detail=False) if basename(p)]
     except FileNotFoundError:
         return []
+    finally:
+        fs.invalidate_cache(inner)
 
 
 def stamp(path: PathLike) -> tuple[int, int | str]:

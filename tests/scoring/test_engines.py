@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,20 +13,13 @@ from scoring import score
 from scoring.config import JobConfig, ScoringError
 from scoring.job import run_job
 from scoring.writer import MANIFEST_FILE, read_output
-from tests.scoring.conftest import MAX_CHARS, write_input
+from tests.scoring.conftest import MAX_CHARS, assert_same_rows, write_input
 
 
 def _config(source: Path, out: Path, registry: Registry, **changes) -> JobConfig:
     base = JobConfig(input=source, output=out, model_dir=registry.root, max_chars=MAX_CHARS, chunk_size=64,
                      workers=1, quiet=True)
     return base.replace(**changes)
-
-
-def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    """Check two outputs row for row (scores to float tolerance: batch shapes may differ)."""
-    assert actual.columns.tolist() == expected.columns.tolist()
-    pd.testing.assert_frame_equal(actual.drop(columns="score"), expected.drop(columns="score"))
-    np.testing.assert_allclose(actual["score"], expected["score"], rtol=0, atol=1e-6, equal_nan=True)
 
 
 @pytest.fixture
