@@ -51,16 +51,21 @@ STARTUP_TIMEOUT = 180.0
 #: Dask tasks in flight per worker thread: enough to keep every worker busy, few enough to bound
 #: what the client holds (compressed-file chunks) and what a failure leaves running.
 TASKS_PER_THREAD = 2
+#: Seconds to wait for a scheduler without workers to get one before refusing the job.
+WORKERS_TIMEOUT = 30.0
 #: Longest reason quoted in a one-line failure message.
 REASON_CHARS = 400
 
 
+def one_line(exc: BaseException) -> str:
+    """Return ``Type: message`` on one line, shortened: whatever the exception said."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return reason if len(reason) <= REASON_CHARS else reason[:REASON_CHARS] + "..."
+
+
 def failure_line(part: int, where: str, who: str, exc: BaseException) -> str:
     """Return the one-line message for a part that failed: which part, where it ran, why."""
-    reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, whatever the exception said
-    if len(reason) > REASON_CHARS:
-        reason = reason[:REASON_CHARS] + "..."
-    return f"part {part} ({where}) failed on {who}: {reason}"
+    return f"part {part} ({where}) failed on {who}: {one_line(exc)}"
 
 
 def this_process() -> str:
@@ -123,7 +128,7 @@ class LocalEngine:
         if self.workers == 1:
             self.ready_at = time.perf_counter()
             for chunk in chunks:
-                on_part(self.writer.write(chunk.index, score_chunk(chunk.frame, self.spec), chunk.start))
+                on_part(self._write(chunk, lambda: score_chunk(chunk.frame, self.spec)))  # noqa: B023 - called now
             return
         self._run_pool(chunks, on_part)
 
@@ -163,13 +168,15 @@ class LocalEngine:
 
     def _finish(self, chunk: Chunk, futures: list[Future], on_part: OnPart) -> None:
         """Wait for a chunk's pieces, reassemble them in order and write the part."""
+        on_part(self._write(chunk, lambda: pd.concat([f.result() for f in futures], ignore_index=True)))
+
+    def _write(self, chunk: Chunk, scored: Callable[[], pd.DataFrame]) -> dict:
+        """Write the part of a chunk scored by ``scored()``; a failure becomes one line naming the part."""
         try:
-            scored = pd.concat([f.result() for f in futures], ignore_index=True)
-            record = self.writer.write(chunk.index, scored, chunk.start)
+            return self.writer.write(chunk.index, scored(), chunk.start)
         except Exception as exc:  # noqa: BLE001 - reported as one line naming the part
             where = f"rows {chunk.start}-{chunk.start + len(chunk.frame) - 1}"
             raise JobFailed(failure_line(chunk.index, where, "a local scoring process", exc)) from exc
-        on_part(record)
 
 
 def _check_worker(paths: list[str], spec: ScoreSpec) -> None:
@@ -205,7 +212,7 @@ def _worker_errors(results: dict[str, Any]) -> str | None:
         return None
     address, exc = sorted(failed.items())[0]
     others = f" (and {len(failed) - 1} more of {len(results)} workers)" if len(failed) > 1 else ""
-    return f"Dask worker {address}{others}: " + " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"Dask worker {address}{others}: {one_line(exc)}"
 
 
 class DaskEngine:
@@ -253,9 +260,12 @@ class DaskEngine:
             self.__exit__()
             raise ScoringError(f"cannot reach the Dask scheduler {self.scheduler}: {exc}") from exc
         log.info("dask: %s", self.client)
-        if not self.client.nthreads():
+        try:
+            self.client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
+        except TimeoutError:
             self.__exit__()
-            raise ScoringError(f"the Dask scheduler {self.scheduler} has no workers")
+            raise ScoringError(f"the Dask scheduler {self.scheduler} has no workers "
+                               f"(none connected within {WORKERS_TIMEOUT:.0f} s)") from None
         # Every worker must see the input and load the model (shared storage, same packages);
         # finding out now, before the output folder is touched, is the cheap moment.
         problem = _worker_errors(

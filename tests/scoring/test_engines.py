@@ -123,3 +123,29 @@ def test_pool_worker_that_cannot_load_the_model_fails_at_once(tmp_path: Path, me
                          columns=["id", "text"], chunk_size=64, workers=2)
     with pytest.raises(RuntimeError, match="failed to start"):
         engine.run(set(), lambda record: None)
+
+
+def test_scheduler_without_workers_is_refused(
+    tmp_path: Path, registry: Registry, local_output: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed import LocalCluster
+
+    from scoring import engines
+
+    monkeypatch.setattr(engines, "WORKERS_TIMEOUT", 0.5)
+    source, _ = local_output
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(ScoringError, match="has no workers"):
+            run_job(_config(source, tmp_path / "dask", registry, engine="dask", scheduler=cluster.scheduler_address))
+    assert not (tmp_path / "dask").exists()
+
+
+def test_worker_problems_are_reported_in_one_line() -> None:
+    from scoring.engines import _worker_errors, failure_line
+
+    assert _worker_errors({"tcp://a:1": None, "tcp://b:2": None}) is None
+    line = _worker_errors({"tcp://b:2": OSError("no\nsuch file"), "tcp://a:1": None, "tcp://c:3": ValueError("x")})
+    assert line == "Dask worker tcp://b:2 (and 1 more of 3 workers): OSError: no such file"
+    long = failure_line(7, "in.csv bytes 0-10", "worker tcp://w:1", RuntimeError("y" * 1_000))
+    assert long.startswith("part 7 (in.csv bytes 0-10) failed on worker tcp://w:1: RuntimeError: yyy")
+    assert "\n" not in long and len(long) < 500
