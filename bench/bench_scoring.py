@@ -30,7 +30,7 @@ vocabulary, 200-d embedding, 2x96 BiLSTM) so speed can be measured before a mode
     .venv/bin/python bench/bench_scoring.py --model-dir models                 # the lead's full run
     .venv/bin/python bench/bench_scoring.py --model-dir models --rows 1000000   # peak RSS check
     .venv/bin/python bench/bench_scoring.py --model-dir models --scale-out      # 100k-row CSV, Dask 1 vs 2
-    .venv/bin/python bench/bench_scoring.py --fake-model tiny --scale-out --rows 2000 --batch-sizes 32
+    .venv/bin/python bench/bench_scoring.py --fake-model tiny --scale-out --rows 2000 --partition-size 256kB
 """
 
 from __future__ import annotations
