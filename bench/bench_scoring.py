@@ -15,6 +15,13 @@ Memory mode (``--rows 1000000``): builds a Parquet file of that many rows by rep
 texts (written in row groups, never held in memory), scores it with the local engine and reports
 the peak RSS of the job's process tree against ``--rss-limit-gb``.
 
+Scale-out mode (``--scale-out``, ``--rows`` defaults to 100,000 there): one uncompressed CSV of
+that many rows made from the IMDB reviews, scored by the local engine (N processes), then by
+``--engine dask`` on a real cluster (``dask scheduler`` and ``dask worker`` processes on 127.0.0.1,
+one thread each) with 1 and with N workers, all against the ceiling measured in the same run.
+It prints Dask N workers / Dask 1 worker (target >= 1.7 for N = 2) and Dask N workers / local
+(target >= 0.85). The CSV is split into ``--partition-size`` byte ranges shared by the workers.
+
 Runs on any registry (``--model-dir/--model-name``); ``--fake-model tiny|full`` instead builds a
 random-weight model with the real tokenizer (``full`` has the trained model's shapes: 60k
 vocabulary, 200-d embedding, 2x96 BiLSTM) so speed can be measured before a model is trained.
@@ -22,6 +29,8 @@ vocabulary, 200-d embedding, 2x96 BiLSTM) so speed can be measured before a mode
     .venv/bin/python bench/bench_scoring.py --fake-model tiny --limit 2000 --batch-sizes 32,64
     .venv/bin/python bench/bench_scoring.py --model-dir models                 # the lead's full run
     .venv/bin/python bench/bench_scoring.py --model-dir models --rows 1000000   # peak RSS check
+    .venv/bin/python bench/bench_scoring.py --model-dir models --scale-out      # 100k-row CSV, Dask 1 vs 2
+    .venv/bin/python bench/bench_scoring.py --fake-model tiny --scale-out --rows 2000 --partition-size 256kB
 """
 
 from __future__ import annotations
@@ -41,11 +50,11 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from bench.dask_processes import dask_processes  # noqa: E402
 from inference.predictor import Predictor  # noqa: E402
 from registry.store import Registry  # noqa: E402
 from scoring.cli import HelpFormatter  # noqa: E402
@@ -163,13 +172,18 @@ class PeakRss:
         return self.peak
 
 
+def project_env() -> dict[str, str]:
+    """Return this environment with the project on PYTHONPATH (for jobs and Dask workers)."""
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+
+
 def run_job(source: Path, out: Path, model_args: list[str], extra: list[str]) -> dict:
     """Run ``python -m scoring`` as a subprocess; return its summary plus wall time and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "scoring", "--input", str(source), "--output", str(out),
            "--quiet", *model_args, *extra]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=project_env())
     sampler = PeakRss(proc.pid)
     code = proc.wait()
     peak = sampler.stop()
@@ -179,6 +193,18 @@ def run_job(source: Path, out: Path, model_args: list[str], extra: list[str]) ->
     summary["wall_s"] = time.perf_counter() - start
     summary["peak_rss_bytes"] = peak
     return summary
+
+
+def write_repeated_csv(reviews: pd.DataFrame, rows: int, path: Path) -> None:
+    """Write ``rows`` rows (id, text) as one uncompressed CSV by repeating the reviews (unique ids)."""
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        written, k = 0, 0
+        while written < rows:
+            part = reviews.iloc[: rows - written]
+            part.assign(id=part["id"].astype(str) + f"#{k}")[["id", "text"]].to_csv(
+                fh, index=False, header=written == 0)
+            written += len(part)
+            k += 1
 
 
 def write_repeated_parquet(reviews: pd.DataFrame, rows: int, path: Path) -> None:
@@ -218,7 +244,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=5_000, help="--chunk-size passed to the scoring job")
     parser.add_argument("--skip-dask", action="store_true", help="do not run the --engine dask measurement")
     parser.add_argument("--rows", type=int, default=None,
-                        help="memory mode: score a Parquet file of this many rows made by repeating the reviews")
+                        help="memory mode: score a Parquet file of this many rows made by repeating the reviews; "
+                             "with --scale-out: rows of the CSV (default 100,000)")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="scale-out mode: one CSV, local engine vs Dask with 1 and --workers real worker "
+                             "processes (1 thread each), against the ceiling")
+    parser.add_argument("--partition-size", default="8MiB", help="--partition-size passed to the Dask jobs")
     parser.add_argument("--rss-limit-gb", type=float, default=1.5, help="memory mode: peak RSS budget")
     parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temp dir, removed)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
@@ -246,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {args.model_name} v{version} ({args.fake_model or 'registry'}), {len(reviews):,} reviews, "
               f"{args.workers} cores")
 
+        if args.scale_out:
+            return scale_out_mode(args, reviews, work, version_dir, model_args, job_args, results)
         if args.rows:
             return memory_mode(args, reviews, work, model_args, job_args, results)
 
@@ -253,36 +286,18 @@ def main(argv: list[str] | None = None) -> int:
         # Row groups of 1,000: Dask partitions follow row groups, and 2 workers need many partitions.
         reviews.to_parquet(source, index=False, row_group_size=1_000)
 
-        # 1. Ceiling: pre-tokenised, length-sorted (the Predictor sorts), nothing else running.
-        predictor = Predictor.load(version_dir)
-        sample = reviews["text"].sample(frac=1.0, random_state=0).tolist()
-        sample = sample[: args.ceiling_sample] if args.ceiling_sample else sample
-        ids = predictor.encode(sample)
-        print(f"\n1. ceiling on {len(ids):,} pre-tokenised reviews (reviews/s)")
-        print(f"   {'batch':>5} {'1 proc x 1 thr':>15} {f'1 proc x {args.workers} thr':>15} "
-              f"{f'{args.workers} proc x 1 thr':>15}")
-        table = []
-        for batch in [int(b) for b in args.batch_sizes.split(",")]:
-            row = {"batch": batch, "single": ceiling(version_dir, ids, batch, 1, 1)}
-            if args.workers > 1:
-                row["threads"] = ceiling(version_dir, ids, batch, 1, args.workers)
-                row["processes"] = ceiling(version_dir, ids, batch, args.workers, 1)
-            table.append(row)
-            print(f"   {batch:>5} " + " ".join(f"{row.get(k, float('nan')):>15,.0f}"
-                                               for k in ("single", "threads", "processes")))
-        best = max(((v, k, r["batch"]) for r in table for k, v in r.items() if k != "batch"))
-        results["ceiling"] = {"table": table, "best": {"reviews_per_s": best[0], "layout": best[1], "batch": best[2]}}
-        print(f"   ceiling: {best[0]:,.0f} reviews/s ({best[1]}, batch {best[2]})")
+        best = measure_ceiling(args, version_dir, reviews, results)
 
         # 2. End to end: read Parquet -> tokenise -> score -> write Parquet.
         configs = {f"local {args.workers} proc x 1 thr": ["--workers", str(args.workers), "--threads", "1"]}
         if args.workers > 1:
             configs[f"local 1 proc x {args.workers} thr"] = ["--workers", "1", "--threads", str(args.workers)]
         if not args.skip_dask:
-            # Partitions of ~1,000 rows (not --chunk-size): whole partitions go to workers, so many
-            # small ones balance the load; the local engine splits every chunk instead.
+            # Partitions of --partition-size (runs of the 1,000-row row groups): whole partitions go
+            # to workers, so many small ones balance the load; the local engine splits every chunk.
             configs[f"dask LocalCluster {args.workers} workers"] = ["--engine", "dask", "--dask-workers",
-                                                                     str(args.workers), "--chunk-size", "1000"]
+                                                                     str(args.workers), "--partition-size",
+                                                                     args.partition_size]
         print(f"\n2. end to end on {len(reviews):,} reviews (python -m scoring, Parquet in and out)")
         print(f"   {'configuration':<32} {'reviews/s':>10} {'wall s':>8} {'peak RSS':>10} {'/ceiling':>9}")
         results["end_to_end"] = {}
@@ -300,6 +315,74 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=2))
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def measure_ceiling(args: argparse.Namespace, version_dir: str, reviews: pd.DataFrame, results: dict) -> tuple:
+    """Measure and print the ceiling table; return the best (reviews/s, layout, batch)."""
+    # Pre-tokenised, length-sorted (the Predictor sorts), nothing else running.
+    predictor = Predictor.load(version_dir)
+    sample = reviews["text"].sample(frac=1.0, random_state=0).tolist()
+    sample = sample[: args.ceiling_sample] if args.ceiling_sample else sample
+    ids = predictor.encode(sample)
+    print(f"\n1. ceiling on {len(ids):,} pre-tokenised reviews (reviews/s)")
+    print(f"   {'batch':>5} {'1 proc x 1 thr':>15} {f'1 proc x {args.workers} thr':>15} "
+          f"{f'{args.workers} proc x 1 thr':>15}")
+    table = []
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        row = {"batch": batch, "single": ceiling(version_dir, ids, batch, 1, 1)}
+        if args.workers > 1:
+            row["threads"] = ceiling(version_dir, ids, batch, 1, args.workers)
+            row["processes"] = ceiling(version_dir, ids, batch, args.workers, 1)
+        table.append(row)
+        print(f"   {batch:>5} " + " ".join(f"{row.get(k, float('nan')):>15,.0f}"
+                                           for k in ("single", "threads", "processes")))
+    best = max(((v, k, r["batch"]) for r in table for k, v in r.items() if k != "batch"))
+    results["ceiling"] = {"table": table, "best": {"reviews_per_s": best[0], "layout": best[1], "batch": best[2]}}
+    print(f"   ceiling: {best[0]:,.0f} reviews/s ({best[1]}, batch {best[2]})")
+    return best
+
+
+def scale_out_mode(args: argparse.Namespace, reviews: pd.DataFrame, work: Path, version_dir: str,
+                   model_args: list[str], job_args: list[str], results: dict) -> int:
+    """Score one CSV with the local engine and with Dask on 1 and N real worker processes; print ratios."""
+    rows = args.rows or 100_000
+    source = work / f"reviews-{rows}.csv"
+    write_repeated_csv(reviews, rows, source)
+    print(f"built {source.name}: {rows:,} rows, {source.stat().st_size / 2**20:,.0f} MB (uncompressed CSV)")
+    best = measure_ceiling(args, version_dir, reviews, results)
+
+    print(f"\n2. end to end on {source.name} (python -m scoring, CSV in, Parquet out)")
+    print(f"   {'configuration':<32} {'reviews/s':>10} {'wall s':>8} {'peak RSS':>10} {'/ceiling':>9}")
+    entries: dict[str, dict] = {}
+
+    def report(name: str, summary: dict) -> None:
+        """Print and keep one configuration's numbers."""
+        rate = summary["run"]["rows_per_s"]
+        entries[name] = {"reviews_per_s": rate, "wall_s": summary["wall_s"], "rows": summary["rows_read"],
+                         "peak_rss_bytes": summary["peak_rss_bytes"], "ratio": rate / best[0]}
+        print(f"   {name:<32} {rate:>10,.0f} {summary['wall_s']:>8.1f} "
+              f"{summary['peak_rss_bytes'] / 2**20:>7,.0f} MB {rate / best[0]:>9.2f}", flush=True)
+
+    local = f"local {args.workers} proc x 1 thr"
+    report(local, run_job(source, work / "out", model_args, job_args + ["--workers", str(args.workers)]))
+    dask_names = []
+    for n in sorted({1, args.workers}):
+        name = f"dask {n} worker{'s' if n > 1 else ''} x 1 thr"
+        # Fresh processes per size: no worker starts with the model or the file already warm.
+        with dask_processes(n, cwd=work / f"dask-{n}", env=project_env(), threads=1) as address:
+            summary = run_job(source, work / "out", model_args, job_args + [
+                "--engine", "dask", "--scheduler", address, "--partition-size", args.partition_size])
+        report(name, summary)
+        dask_names.append(name)
+    print("   (reviews/s: steady state from the job's summary; wall s includes start-up and model loading;")
+    print("    peak RSS of the client process tree only: Dask workers are separate processes)")
+    one, many = entries[dask_names[0]]["reviews_per_s"], entries[dask_names[-1]]["reviews_per_s"]
+    ratios = {"dask_n_over_dask_1": many / one, "dask_n_over_local": many / entries[local]["reviews_per_s"]}
+    print(f"\n3. {dask_names[-1]} / {dask_names[0]}: {ratios['dask_n_over_dask_1']:.2f} (target >= 1.7 with 2)")
+    print(f"   {dask_names[-1]} / {local}: {ratios['dask_n_over_local']:.2f} (target >= 0.85)")
+    results["scale_out"] = {"rows": rows, "csv_bytes": source.stat().st_size, "end_to_end": entries,
+                            "ratios": ratios, "partition_size": args.partition_size}
     return 0
 
 

@@ -31,6 +31,9 @@ KERAS_FILE = "model.keras"
 WORD2VEC_FILE = "word2vec.model"
 REPORT_DIR = "report"
 
+#: What the service and the batch scorer read (the ONNX runtime): all a remote copy needs.
+SERVING_FILES = (MANIFEST, TOKENIZER_FILE, ONNX_FILE)
+
 #: Bumped when the layout above changes incompatibly.
 ARTIFACT_FORMAT = 1
 

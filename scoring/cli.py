@@ -16,6 +16,7 @@ from typing import Sequence
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from scoring.config import ENGINES, INPUT_FORMATS, OUTPUT_FORMATS, JobConfig, ScoringError, available_cores
+from scoring.config import JobFailed, byte_size
 from scoring.score import ERROR_CODES
 
 log = logging.getLogger("scoring")
@@ -47,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     io = parser.add_argument_group("input and output")
-    io.add_argument("--input", required=True, type=Path,
-                    help="CSV (.csv, .csv.gz), Parquet or JSON Lines file, or a folder of such files (read in name order)")
-    io.add_argument("--output", required=True, type=Path,
-                    help="output folder: part-NNNNN files, _manifest.json, _summary.json")
+    io.add_argument("--input", required=True,
+                    help="CSV (.csv, .csv.gz), Parquet or JSON Lines file, or a folder of such files (read in name "
+                         "order); a local path (relative to this directory) or a URL such as s3://bucket/key")
+    io.add_argument("--output", required=True,
+                    help="output folder: part-NNNNN files, _manifest.json, _summary.json; local path or s3:// URL")
     io.add_argument("--text-column", default="text", help="input column holding the text to score")
     io.add_argument("--id-column", default="id", help="input column identifying each row; copied to the output")
     io.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace the output of a different job in --output instead of refusing "
                          "(deletes only the scorer's own files)")
     model = parser.add_argument_group("model")
-    model.add_argument("--model-dir", type=Path, default=Path("models"), help="model registry root folder")
+    model.add_argument("--model-dir", type=str, default=Path("models"), help="model registry root folder")
     model.add_argument("--model-name", default="sentiment", help="model name in the registry")
     model.add_argument("--model-version", type=int, default=None,
                        help="version to score with (default: the current production version)")
@@ -84,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Dask scheduler address, e.g. tcp://host:8786 (default: start a LocalCluster)")
     run.add_argument("--dask-workers", type=int, default=cores,
                      help="LocalCluster size when --engine dask has no --scheduler (one process each)")
+    run.add_argument("--partition-size", type=byte_size, default="8MiB",
+                     help="--engine dask: input bytes per task (one task writes one part); CSV and JSON Lines "
+                          "files are cut into byte ranges of this size at record ends, Parquet files into runs "
+                          "of row groups; compressed files are read here and sent in --chunk-size row chunks")
     run.add_argument("--quiet", action="store_true", help="no progress bar and only warnings/errors (cron)")
     return parser
 
@@ -110,6 +116,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         engine=args.engine,
         scheduler=args.scheduler,
         dask_workers=args.dask_workers,
+        partition_size=args.partition_size,
         quiet=args.quiet,
     )
 
@@ -135,6 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ScoringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except JobFailed as exc:  # one line naming the part, the worker and the cause; parts are kept
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         log.error("interrupted; rerun the same command to resume")
         return EXIT_FAILED

@@ -1,22 +1,23 @@
 """Run one batch scoring job from a :class:`~scoring.config.JobConfig`: check, score, summarise.
 
-Reads top to bottom: 1. check the input and its columns, 2. resolve and load the model,
-3. describe the job (its identity decides whether an output folder may be resumed), 4. claim the
-output folder, 5. score the parts not done yet, 6. write and log the summary. Steps 1-3 write
-nothing, so a bad input, a missing column or an unknown model version fails before any output.
+Reads top to bottom: 0. make every local path absolute (workers have their own working
+directories), 1. check the input and its columns, 2. resolve and load the model, 3. describe the
+job (its identity decides whether an output folder may be resumed), 4. claim the output folder,
+5. score the parts not done yet, 6. write and log the summary. Steps 1-3 write nothing, so a bad
+input, a missing column or an unknown model version fails before any output.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from tqdm import tqdm
 
-from registry.store import Registry, RegistryError
-from scoring.config import JobConfig, ScoringError
+from scoring import storage
+from scoring.config import JobConfig, JobFailed, ScoringError
 from scoring.engines import DaskEngine, LocalEngine, make_engine
+from scoring.models import resolve_model
 from scoring.readers import InputSource, open_input
 from scoring.score import RESULT_COLUMNS, ScoreSpec, get_predictor
 from scoring.writer import Manifest, PartWriter, output_schema, prepare_output, write_summary
@@ -24,26 +25,11 @@ from scoring.writer import Manifest, PartWriter, output_schema, prepare_output, 
 log = logging.getLogger(__name__)
 
 
-def resolve_model(config: JobConfig) -> tuple[Path, int]:
-    """Return the version directory and number to score with; ScoringError if there is none."""
-    registry = Registry(config.model_dir)
-    try:
-        version = config.model_version
-        if version is None:  # read the pointer once: a promotion in between must not mix two versions
-            version = registry.production_version(config.model_name)
-            if version is None:
-                raise RegistryError(f"model {config.model_name!r} has no production version")
-        return registry.version_dir(config.model_name, version).resolve(), int(version)
-    except RegistryError as exc:
-        known = registry.versions(config.model_name) if registry.model_dir(config.model_name).is_dir() else []
-        raise ScoringError(f"{exc} (registry {config.model_dir}; versions available: {known or 'none'})") from exc
-
-
-def build_spec(config: JobConfig, source: InputSource, version_dir: Path, version: int) -> ScoreSpec:
+def build_spec(config: JobConfig, source: InputSource, version_dir: str, version: int) -> ScoreSpec:
     """Return the per-chunk scoring spec: which columns to carry and how to score."""
     carry = tuple(source.columns) if config.keep_columns else (config.id_column,)
     spec = ScoreSpec(
-        version_dir=str(version_dir),
+        version_dir=version_dir,
         model_version=version,
         text_column=config.text_column,
         carry=carry,
@@ -66,7 +52,7 @@ def describe_job(
     """Return the job identity stored in the manifest; a rerun must match it to resume."""
     return {
         "input": {
-            "path": str(source.root.resolve()),
+            "path": source.root,
             "format": source.format,
             "files": len(source.files),
             "rows": source.total_rows,
@@ -106,7 +92,11 @@ def score_remaining(engine: LocalEngine | DaskEngine, manifest: Manifest, *, tot
             bar.update(record["rows"])
             last_part_at = time.perf_counter()
 
-        engine.run(set(manifest.done), on_part)
+        try:
+            engine.run(set(manifest.done), on_part)
+        except JobFailed as exc:
+            raise JobFailed(f"{exc}; the {len(manifest.done)} part(s) done are kept in {manifest.directory}: "
+                            "fix the cause and rerun the same command to resume") from None
     manifest.finish()
     if engine.ready_at is None or last_part_at is None:
         return 0.0
@@ -116,15 +106,16 @@ def score_remaining(engine: LocalEngine | DaskEngine, manifest: Manifest, *, tot
 def run_job(config: JobConfig) -> dict:
     """Score ``config.input`` into ``config.output`` (resuming a killed run) and return the summary."""
     started = time.perf_counter()
+    # 0. Paths: absolute before any task is sent (a worker resolves relative paths in its own cwd).
+    config = config.resolved()
     # 1. Input: files, format, columns.
     source = open_input(config.input, config.input_format)
     source.require([config.id_column, config.text_column])
-    output = Path(config.output).resolve()
-    if source.root.is_dir() and output.is_relative_to(source.root.resolve()):
+    if storage.is_dir(source.root) and f"{config.output}/".startswith(f"{source.root}/"):
         raise ScoringError(f"--output {config.output} is inside the input folder {source.root}: "
                            "its parts would be read as input on the next run")
     # 2. Model: resolve the version and load it once here, so a broken model fails now.
-    version_dir, version = resolve_model(config)
+    version_dir, version = resolve_model(config.model_dir, config.model_name, config.model_version)
     spec = build_spec(config, source, version_dir, version)
     try:
         get_predictor(spec).warm_up()
@@ -132,7 +123,7 @@ def run_job(config: JobConfig) -> dict:
         raise ScoringError(f"cannot use model {config.model_name} v{version} at {version_dir}: {exc}") from exc
     # 3. Job identity and engine (a Dask cluster is reached here, still before writing).
     schema = output_schema(source.schema, spec)
-    writer = PartWriter(str(config.output), config.output_format, schema)
+    writer = PartWriter(config.output, config.output_format, schema)
     read_columns = list(spec.carry) + ([config.text_column] if config.text_column not in spec.carry else [])
     with make_engine(config, source, spec, writer, read_columns) as engine:
         job = describe_job(config, source, spec, [[f.name, str(f.type)] for f in schema], engine.partitioning())

@@ -9,26 +9,41 @@ Column types: Parquet columns keep their Arrow types. CSV has no types, so every
 read as text (``"007"`` stays ``"007"``); an empty CSV field reads as null. JSON Lines types are
 inferred from the first records of each file (values that do not fit the inferred type later are
 reported by the writer); JSON Lines files may omit keys, which read as null.
+
+Paths are local paths or fsspec URLs (``scoring.storage``). For Dask, :meth:`InputSource.partitions`
+cuts the input into pieces that workers read on their own, so that many workers share one big file:
+
+- Parquet: runs of whole row groups of about ``partition_size`` bytes (uncompressed, columns read);
+- JSON Lines: byte ranges of ``partition_size`` bytes; a line belongs to the range it starts in
+  (JSON strings cannot hold a raw newline, so every newline ends a record);
+- CSV: byte ranges cut at record ends found by a sequential scan with the ``csv`` module, which
+  follows quoting exactly as pandas does (a quoted field may hold newlines, commas, quotes);
+  each piece is parsed with the file's header bytes in front of it;
+- compressed files (``.gz``, ...) cannot be read from the middle: this process streams them
+  once and ships chunks of ``chunk_size`` rows to the workers.
+
+The CSV scan reads the file once on the client (tens of MB/s), while pieces are already being
+scored: pieces are yielded as soon as the scan passes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
 import io
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scoring import storage
 from scoring.config import ScoringError
-
-if TYPE_CHECKING:
-    import dask.dataframe as dd
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +52,10 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
     "csv": (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".tsv"),
     "jsonl": (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz"),
 }
+#: Suffixes of compressed files (not splittable: streamed by the client, see the module docstring).
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 #: Rows sampled from each JSON Lines file to learn its keys and value types.
 JSONL_SAMPLE_ROWS = 1_000
-#: Bytes per Dask partition of an uncompressed JSON Lines file (split at line boundaries).
-JSONL_BLOCK_BYTES = 64 * 2**20
 #: Bytes hashed at each end of every input file for the fingerprint.
 FINGERPRINT_BYTES = 64 * 2**10
 #: Pandas-written Parquet may store its index as a column; it is not input data.
@@ -63,33 +78,46 @@ class Piece:
     path: str
     format: str
     row_groups: tuple[int, ...] | None = None  # Parquet
-    byte_range: tuple[int, int] | None = None  # uncompressed JSON Lines; None = the whole file
+    byte_range: tuple[int, int] | None = None  # uncompressed JSON Lines / CSV; None = the whole file
+    header_bytes: int = 0  # CSV: the file's first bytes [0, header_bytes) hold its header record
+
+    def describe(self) -> str:
+        """Return where the piece lies, for error messages."""
+        if self.row_groups is not None:
+            return f"{self.path} row groups {self.row_groups[0]}-{self.row_groups[-1]}" if self.row_groups else self.path
+        if self.byte_range is not None:
+            return f"{self.path} bytes {self.byte_range[0]}-{self.byte_range[1]}"
+        return self.path
 
 
-def detect_format(path: Path) -> str | None:
+def detect_format(path: str | Path) -> str | None:
     """Return the input format a file name implies, or None."""
-    name = path.name.lower()
+    name = storage.basename(path).lower()
     for fmt, suffixes in SUFFIXES.items():
         if name.endswith(suffixes):
             return fmt
     return None
 
 
-def _list_files(root: Path, input_format: str) -> tuple[list[Path], str]:
+def is_compressed(path: str) -> bool:
+    """Return True for a compressed file (which cannot be read from the middle)."""
+    return storage.basename(path).lower().endswith(COMPRESSED_SUFFIXES)
+
+
+def _list_files(root: str, input_format: str) -> tuple[list[str], str]:
     """Return the data files under ``root`` (sorted, hidden/underscore files skipped) and their format."""
-    if root.is_file():
+    if storage.is_file(root):
         fmt = detect_format(root) if input_format == "auto" else input_format
         if fmt is None:
             raise ScoringError(
                 f"cannot tell the format of {root} from its name; pass --input-format csv|parquet|jsonl"
             )
         return [root], fmt
-    if not root.is_dir():
+    if not storage.is_dir(root):
         raise ScoringError(f"input {root} does not exist")
+    parts = {p: storage.relative(p, root).split("/") for p in storage.list_files(root)}
     candidates = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+        (p for p, rel in parts.items() if not any(part.startswith((".", "_")) for part in rel)), key=parts.get
     )
     if input_format == "auto":
         formats = {p: detect_format(p) for p in candidates}
@@ -127,24 +155,36 @@ def _read_jsonl(path: Any, **kwargs: Any) -> Any:
     return pd.read_json(path, lines=True, dtype=False, encoding_errors="replace", **kwargs)
 
 
-def _read_csv(path: Any, **kwargs: Any) -> Any:
+def _csv_separator(path: str) -> str:
+    """Return the field separator a CSV file name implies (tab for .tsv)."""
+    return "\t" if storage.basename(path).lower().endswith(".tsv") else ","
+
+
+def _read_csv(source: Any, sep: str, **kwargs: Any) -> Any:
     """Call pandas' CSV reader with the options every consumer here must share."""
     # Text only, and only empty fields are null: a review reading "NA" or "null" is still a review.
-    sep = "\t" if str(path).lower().endswith(".tsv") else ","
     return pd.read_csv(
-        path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="replace", **kwargs
+        source, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="replace", **kwargs
     )
 
 
-def _file_schema(path: Path, fmt: str) -> tuple[pa.Schema, int | None]:
+@contextlib.contextmanager
+def _parquet_file(path: str, **kwargs: Any) -> Iterator[pq.ParquetFile]:
+    """Open a Parquet file, local or remote, and close it afterwards."""
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(storage.open_file(path)) if storage.is_url(path) else path
+        yield stack.enter_context(pq.ParquetFile(source, **kwargs))
+
+
+def _file_schema(path: str, fmt: str) -> tuple[pa.Schema, int | None]:
     """Read one file's columns, output types and row count (when recorded); fail if unreadable."""
     try:
         if fmt == "parquet":
-            pf = pq.ParquetFile(path)
-            schema = pa.schema([f for f in pf.schema_arrow if not f.name.startswith(_PANDAS_INDEX_PREFIX)])
-            return schema, pf.metadata.num_rows
+            with _parquet_file(path) as pf:
+                schema = pa.schema([f for f in pf.schema_arrow if not f.name.startswith(_PANDAS_INDEX_PREFIX)])
+                return schema, pf.metadata.num_rows
         if fmt == "csv":
-            header = _read_csv(path, nrows=0)
+            header = _read_csv(path, _csv_separator(path), nrows=0)
             return pa.schema([(str(c), pa.string()) for c in header.columns]), None
         sample = _read_jsonl(path, nrows=JSONL_SAMPLE_ROWS)
         return pa.schema([(str(c), _infer_jsonl_type(sample[c])) for c in sample.columns]), None
@@ -158,8 +198,8 @@ def _file_schema(path: Path, fmt: str) -> tuple[pa.Schema, int | None]:
 class InputSource:
     """The checked input: its files, format, output column types and (when known) row count."""
 
-    root: Path
-    files: tuple[Path, ...]
+    root: str  # absolute path or URL
+    files: tuple[str, ...]
     format: str
     schema: pa.Schema  # every column seen, in first-seen order, with the type the output keeps
     file_columns: tuple[frozenset[str], ...]  # the columns each file actually has
@@ -184,14 +224,12 @@ class InputSource:
         """Return a digest of names, sizes, mtimes and head/tail bytes: changes when the input does."""
         digest = hashlib.sha256()
         for path in self.files:
-            stat = path.stat()
-            rel = path.name if path == self.root else str(path.relative_to(self.root))
-            digest.update(json.dumps([rel, stat.st_size, stat.st_mtime_ns]).encode())
-            with open(path, "rb") as fh:
-                digest.update(fh.read(FINGERPRINT_BYTES))
-                if stat.st_size > 2 * FINGERPRINT_BYTES:
-                    fh.seek(-FINGERPRINT_BYTES, 2)
-                    digest.update(fh.read())
+            size, stamp = storage.stamp(path)
+            rel = storage.basename(path) if path == self.root else storage.relative(path, self.root)
+            digest.update(json.dumps([rel, size, stamp]).encode())
+            digest.update(storage.read_bytes(path, 0, min(size, FINGERPRINT_BYTES)))
+            if size > 2 * FINGERPRINT_BYTES:
+                digest.update(storage.read_bytes(path, size - FINGERPRINT_BYTES, size))
         return digest.hexdigest()
 
     # -- local streaming ---------------------------------------------------------------------
@@ -211,57 +249,46 @@ class InputSource:
             start += len(frame)
 
     # -- Dask ----------------------------------------------------------------------------------
-    def pieces(self, chunk_size: int, block_bytes: int = JSONL_BLOCK_BYTES) -> list[Piece]:
-        """Split the input into independently readable pieces, in input order (Dask partitions)."""
-        pieces: list[Piece] = []
-        for path in self.files:
-            if self.format == "parquet":
-                meta = pq.ParquetFile(path).metadata
-                group: list[int] = []
-                rows = 0
-                for g in range(meta.num_row_groups):
-                    group.append(g)
-                    rows += meta.row_group(g).num_rows
-                    if rows >= chunk_size:
-                        pieces.append(Piece(str(path), "parquet", row_groups=tuple(group)))
-                        group, rows = [], 0
-                if group or meta.num_row_groups == 0:
-                    pieces.append(Piece(str(path), "parquet", row_groups=tuple(group)))
-            elif self.format == "jsonl" and path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-                size = path.stat().st_size
-                for begin in range(0, max(size, 1), block_bytes):
-                    pieces.append(Piece(str(path), "jsonl", byte_range=(begin, min(begin + block_bytes, size))))
-            else:  # CSV may quote newlines and compressed files cannot be split: one piece per file
-                pieces.append(Piece(str(path), self.format))
-        return pieces
+    def partitions(
+        self, columns: Sequence[str], partition_size: int, chunk_size: int
+    ) -> Iterator[Piece | pd.DataFrame]:
+        """Yield the Dask partitions in input order: pieces workers read, or frames read here.
+
+        Every row lands in exactly one partition, and the same input and sizes always give the
+        same partitions (resuming relies on it). Compressed files yield frames of ``chunk_size``
+        rows (with every named column); everything else yields :class:`Piece` descriptions.
+        """
+        columns = list(columns)
+        for path, have in zip(self.files, self.file_columns):
+            if is_compressed(path):
+                present = [c for c in columns if c in have]
+                for frame in rechunk(_stream_file(path, self.format, present, chunk_size), chunk_size):
+                    yield frame.reindex(columns=columns)
+            elif self.format == "parquet":
+                yield from _parquet_pieces(path, columns, partition_size)
+            elif self.format == "jsonl":
+                size, _ = storage.stamp(path)
+                for begin in range(0, max(size, 1), partition_size):
+                    yield Piece(path, "jsonl", byte_range=(begin, min(begin + partition_size, size)))
+            else:
+                yield from _csv_pieces(path, partition_size)
 
     def empty_frame(self, columns: Sequence[str]) -> pd.DataFrame:
-        """Return an empty frame with the pandas dtypes the readers produce (Dask's ``meta``)."""
+        """Return an empty frame with the pandas dtypes the readers produce."""
         if self.format == "parquet":
             return self.schema.empty_table().to_pandas()[list(columns)]
         if self.format == "csv":
             return pd.DataFrame({c: pd.Series([], dtype="str") for c in columns})
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
 
-    def dask_frame(self, columns: Sequence[str], chunk_size: int) -> "dd.DataFrame":
-        """Return a ``dask.dataframe`` over the named columns, one partition per :meth:`pieces` item."""
-        import dask.dataframe as dd
-
-        columns = list(columns)
-        return dd.from_map(
-            read_piece,
-            self.pieces(chunk_size),
-            columns=columns,
-            meta=self.empty_frame(columns),
-            label="read-input",
-            enforce_metadata=False,
-        )
-
 
 def open_input(path: str | Path, input_format: str = "auto") -> InputSource:
     """Find and check the input's files, columns and row count; raise ScoringError if unusable."""
-    root = Path(path)
-    files, fmt = _list_files(root, input_format)
+    root = storage.absolute(path)
+    try:
+        files, fmt = _list_files(root, input_format)
+    except (OSError, ValueError) as exc:  # unreachable store, no credentials, bad URL
+        raise ScoringError(f"cannot list input {root}: {type(exc).__name__}: {exc}") from exc
     schemas, counts, file_columns = [], [], []
     for f in files:
         schema, rows = _file_schema(f, fmt)
@@ -288,32 +315,110 @@ def open_input(path: str | Path, input_format: str = "auto") -> InputSource:
     return source
 
 
-def _stream_file(path: Path, fmt: str, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
+def _stream_file(path: str, fmt: str, columns: list[str], batch_rows: int) -> Iterator[pd.DataFrame]:
     """Yield one file's rows in frames of at most ``batch_rows`` without loading the whole file."""
     if fmt == "parquet":
         # pre_buffer=False + a read buffer: stream column chunks instead of loading a row group.
-        pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=2**20)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
-            yield batch.to_pandas()
+        with _parquet_file(path, pre_buffer=False, buffer_size=2**20) as pf:
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                yield batch.to_pandas()
     elif fmt == "csv":
-        with _read_csv(path, usecols=columns, chunksize=batch_rows) as reader:
+        with _read_csv(path, _csv_separator(path), usecols=columns, chunksize=batch_rows) as reader:
             yield from reader
     else:
         with _read_jsonl(path, chunksize=batch_rows) as reader:
             yield from reader
 
 
-def read_piece(piece: Piece, columns: Sequence[str]) -> pd.DataFrame:
-    """Read one :class:`Piece` completely (runs on a Dask worker)."""
+def _parquet_pieces(path: str, columns: list[str], partition_size: int) -> Iterator[Piece]:
+    """Group consecutive row groups until the columns read reach ``partition_size`` bytes."""
+    with _parquet_file(path) as pf:
+        meta = pf.metadata
+    wanted = set(columns)
+    group: list[int] = []
+    size = 0
+    for g in range(meta.num_row_groups):
+        row_group = meta.row_group(g)
+        group.append(g)
+        size += sum(row_group.column(i).total_uncompressed_size for i in range(row_group.num_columns)
+                    if row_group.column(i).path_in_schema in wanted)
+        if size >= partition_size:
+            yield Piece(path, "parquet", row_groups=tuple(group))
+            group, size = [], 0
+    if group or meta.num_row_groups == 0:
+        yield Piece(path, "parquet", row_groups=tuple(group))
+
+
+def _csv_pieces(path: str, partition_size: int) -> Iterator[Piece]:
+    """Cut an uncompressed CSV file into byte ranges of about ``partition_size`` at record ends."""
+    size, _ = storage.stamp(path)
+    header = start = 0
+    with storage.open_file(path) as fh:
+        ends = csv_record_ends(fh, _csv_separator(path), partition_size)
+        try:
+            header = start = next(ends, size)
+            for end in ends:
+                if end < size:
+                    yield Piece(path, "csv", byte_range=(start, end), header_bytes=header)
+                    start = end
+        except csv.Error as exc:  # e.g. a bare carriage return in a quoted record: stop cutting here
+            log.warning("%s: cannot find CSV record ends after byte %d (%s): the rest is one partition",
+                        path, start, exc)
+        yield Piece(path, "csv", byte_range=(start, size), header_bytes=header)
+
+
+def csv_record_ends(fh: IO[bytes], delimiter: str, every: int) -> Iterator[int]:
+    """Yield byte offsets where a CSV record ends: the header's end, then one every ``every`` bytes or more.
+
+    A line without a quote character that starts a record is a whole record; a record with quotes
+    is handed to the ``csv`` module (the same quoting rules as pandas' parser), which consumes as
+    many lines as its quoted fields span. Only those lines are decoded, so the scan stays fast.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))  # the default 128 KiB is below --max-chars
+    lines = iter(fh)  # binary lines, split at b"\n" only (as the csv module and pandas split records)
+    consumed = 0
+
+    def record_lines(first: bytes) -> Iterator[str]:
+        """Feed the csv module one record's lines, counting the bytes it takes."""
+        nonlocal consumed
+        consumed = len(first)
+        yield first.decode("utf-8", "replace")
+        for line in lines:
+            consumed += len(line)
+            yield line.decode("utf-8", "replace")
+
+    position, last = 0, None
+    for line in lines:
+        if b'"' in line:
+            next(csv.reader(record_lines(line), delimiter=delimiter))
+            position += consumed
+        else:
+            position += len(line)
+        if last is None or position - last >= every:
+            yield position
+            last = position
+
+
+def read_piece(piece: Piece | pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Read one :class:`Piece` completely (runs on a Dask worker); a frame is returned as it is."""
+    if isinstance(piece, pd.DataFrame):
+        return piece
     columns = list(columns)
+    wanted = set(columns)
     if piece.format == "parquet":
-        pf = pq.ParquetFile(piece.path)
-        present = [c for c in columns if c in pf.schema_arrow.names]
-        table = pf.read_row_groups(list(piece.row_groups or ()), columns=present)
+        with _parquet_file(piece.path) as pf:
+            present = [c for c in columns if c in pf.schema_arrow.names]
+            table = pf.read_row_groups(list(piece.row_groups or ()), columns=present)
         return table.to_pandas().reindex(columns=columns)
     if piece.format == "csv":
-        header = _read_csv(piece.path, nrows=0).columns
-        return _read_csv(piece.path, usecols=[c for c in columns if c in header]).reindex(columns=columns)
+        source: Any = piece.path
+        if piece.byte_range is not None:
+            with storage.open_file(piece.path) as fh:
+                header = fh.read(piece.header_bytes)
+                fh.seek(piece.byte_range[0])
+                source = io.BytesIO(header + fh.read(piece.byte_range[1] - piece.byte_range[0]))
+        frame = _read_csv(source, _csv_separator(piece.path), usecols=lambda c: c in wanted)
+        return frame.reindex(columns=columns)
     if piece.byte_range is None:
         return _read_jsonl(piece.path).reindex(columns=columns)
     data = _read_line_block(piece.path, *piece.byte_range)
@@ -324,7 +429,7 @@ def read_piece(piece: Piece, columns: Sequence[str]) -> pd.DataFrame:
 
 def _read_line_block(path: str, begin: int, end: int) -> bytes:
     """Return the whole lines that *start* inside ``[begin, end)`` (each line lands in one block)."""
-    with open(path, "rb") as fh:
+    with storage.open_file(path) as fh:
         if begin > 0:
             fh.seek(begin - 1)
             fh.readline()  # finish the line that started before ``begin`` (it belongs to the previous block)

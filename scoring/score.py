@@ -7,7 +7,8 @@ code instead. Tokenisation, length-bucketing and calibration all happen in
 :class:`inference.predictor.Predictor`; nothing here re-implements them.
 
 The model is loaded at most once per process (a Dask worker, a pool worker, or the CLI process),
-on first use, and cached by version directory: partitions never reload it.
+on first use, and cached by version directory: partitions never reload it. A version at a URL is
+copied to the machine's local model cache first (``scoring.models.local_copy``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from inference.predictor import Predictor
+from scoring.models import local_copy
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ RENAME_PREFIX = "input_"
 class ScoreSpec:
     """What scoring a chunk needs; small and picklable, so it travels to processes and Dask workers."""
 
-    version_dir: str  # model version directory (must be readable where the chunk is scored)
+    version_dir: str  # model version directory: absolute path (seen by every worker) or URL
     model_version: int
     text_column: str
     carry: tuple[str, ...]  # input columns copied to the output, in order (the id at least)
@@ -73,7 +75,7 @@ def get_predictor(spec: ScoreSpec) -> Predictor:
         predictor = _predictors.get(key)
         if predictor is None:
             predictor = Predictor.load(
-                spec.version_dir, runtime="onnx", intra_op_threads=spec.threads, max_batch_size=spec.batch_size
+                local_copy(spec.version_dir), runtime="onnx", intra_op_threads=spec.threads, max_batch_size=spec.batch_size
             )
             _predictors[key] = predictor
             _loads[spec.version_dir] += 1

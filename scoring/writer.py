@@ -13,6 +13,7 @@ and renamed into place (``os.replace`` is atomic), and only then recorded in the
 is itself replaced atomically. A part on disk but missing from the manifest is simply scored and
 written again on resume (scoring is deterministic, so the rewrite is identical). The leading
 underscore/dot keep the manifest, summary and temp files out of ``pd.read_parquet("scored/")``.
+On an object store (``s3://...``) every file is one PUT, atomic by itself (``scoring.storage``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from registry.store import write_json_atomic
+from scoring import storage
 from scoring.config import ScoringError
 from scoring.score import ScoreSpec
 
@@ -112,31 +111,22 @@ class PartWriter:
         return f"{PART_PREFIX}{index:05d}{EXTENSIONS[self.format]}"
 
     def write(self, index: int, frame: pd.DataFrame, start: int | None = None) -> dict:
-        """Write part ``index`` (temp file, fsync, rename) and return its manifest record."""
+        """Write part ``index`` atomically (temp file, fsync, rename; or one PUT) and return its record."""
         table = to_arrow(frame, self.schema)
-        final = Path(self.directory) / self.file_name(index)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                if self.format == "parquet":
-                    pq.write_table(table, fh, compression="zstd")
-                else:
-                    pacsv.write_csv(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        record = {"part": index, "file": final.name, **count_part(frame)}
+        name = self.file_name(index)
+        with storage.atomic_writer(storage.join(self.directory, name)) as fh:
+            if self.format == "parquet":
+                pq.write_table(table, fh, compression="zstd")
+            else:
+                pacsv.write_csv(table, fh)
+        record = {"part": index, "file": name, **count_part(frame)}
         if start is not None:
             record["start"], record["stop"] = start, start + len(frame)
         return record
 
 
-def _is_ours(path: Path) -> bool:
-    """Return True for files this module writes (the only ones ``--overwrite`` may delete)."""
-    name = path.name
+def _is_ours(name: str) -> bool:
+    """Return True for file names this module writes (the only ones ``--overwrite`` may delete)."""
     if name in (MANIFEST_FILE, SUMMARY_FILE):
         return True
     if name.startswith(PART_PREFIX) and name.endswith(tuple(EXTENSIONS.values())):
@@ -147,35 +137,35 @@ def _is_ours(path: Path) -> bool:
 class Manifest:
     """The job identity and completed parts of one output folder; every change is written atomically."""
 
-    def __init__(self, directory: Path, doc: dict) -> None:
-        self.directory = Path(directory)
+    def __init__(self, directory: str | os.PathLike, doc: dict) -> None:
+        self.directory = str(directory)
         self.doc = doc
 
     @property
-    def path(self) -> Path:
+    def path(self) -> str:
         """Return the manifest file path."""
-        return self.directory / MANIFEST_FILE
+        return storage.join(self.directory, MANIFEST_FILE)
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest | None":
+    def read(cls, directory: str | os.PathLike) -> "Manifest | None":
         """Return the folder's manifest, or None when there is none."""
-        path = Path(directory) / MANIFEST_FILE
+        path = storage.join(directory, MANIFEST_FILE)
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            doc = json.loads(storage.read_bytes(path).decode("utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise ScoringError(f"cannot read {path}: {exc}; use --overwrite to start again") from exc
         if doc.get("format") != MANIFEST_FORMAT:
             raise ScoringError(f"{path} has manifest format {doc.get('format')}, expected {MANIFEST_FORMAT}")
-        return cls(Path(directory), doc)
+        return cls(directory, doc)
 
     @classmethod
-    def create(cls, directory: Path, job: dict) -> "Manifest":
+    def create(cls, directory: str | os.PathLike, job: dict) -> "Manifest":
         """Start a new manifest for ``job`` (no parts yet)."""
         now = time.time()
         manifest = cls(
-            Path(directory),
+            directory,
             {"format": MANIFEST_FORMAT, "job": job, "parts": [], "complete": False,
              "created_at": now, "updated_at": now},
         )
@@ -204,7 +194,7 @@ class Manifest:
     def save(self) -> None:
         """Write the manifest atomically."""
         self.doc["updated_at"] = time.time()
-        write_json_atomic(self.path, self.doc)
+        write_json(self.path, self.doc)
 
     def record(self, part: dict) -> None:
         """Mark one part complete (after its file was renamed into place)."""
@@ -241,7 +231,7 @@ class Manifest:
             "complete": self.complete,
             "model": dict(self.job["model"]),
             "input": self.job["input"]["path"],
-            "output": str(self.directory),
+            "output": self.directory,
         }
 
 
@@ -261,15 +251,20 @@ def _differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
+def write_json(path: str, doc: dict) -> None:
+    """Write a JSON document atomically (readers see the old one or the new one, never a mix)."""
+    storage.write_bytes(path, json.dumps(doc, indent=2, sort_keys=True).encode("utf-8"))
+
+
 def prepare_output(directory: str | os.PathLike, job: dict, *, overwrite: bool = False) -> Manifest:
     """Return the manifest to continue, after refusing a folder that belongs to another job.
 
     This is the first function of a run that writes anything.
     """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
+    directory = str(directory)
+    if storage.is_file(directory):
         raise ScoringError(f"output {directory} exists and is not a folder")
-    existing = Manifest.read(directory) if directory.is_dir() else None
+    existing = Manifest.read(directory)
     if existing is not None:
         diffs = _differences(existing.job, job)
         only_partitioning = all(d.startswith("partitioning") for d in diffs)
@@ -282,59 +277,61 @@ def prepare_output(directory: str | os.PathLike, job: dict, *, overwrite: bool =
                 "use another --output, rerun with the original options, or pass --overwrite"
             )
         _clear(directory)
-    elif directory.is_dir() and any(directory.iterdir()):
+    elif storage.listdir(directory):
         if not overwrite:
             raise ScoringError(
                 f"output folder {directory} is not empty and has no {MANIFEST_FILE}; "
                 "use an empty or new folder, or pass --overwrite"
             )
         _clear(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(directory)
     return Manifest.create(directory, job)
 
 
-def _remove_temp_files(directory: Path) -> None:
+def _remove_temp_files(directory: str) -> None:
     """Delete temp files a killed run left behind."""
-    for path in directory.glob(f".{PART_PREFIX}*.tmp"):
-        path.unlink(missing_ok=True)
+    for name in storage.listdir(directory):
+        if name.startswith(f".{PART_PREFIX}") and name.endswith(".tmp"):
+            storage.remove(storage.join(directory, name))
 
 
-def _clear(directory: Path) -> None:
+def _clear(directory: str) -> None:
     """Delete this module's files from ``directory`` (never anything else)."""
     removed = 0
-    for path in directory.iterdir():
-        if path.is_file() and _is_ours(path):
-            path.unlink()
+    for name in storage.listdir(directory):
+        path = storage.join(directory, name)
+        if _is_ours(name) and storage.is_file(path):
+            storage.remove(path)
             removed += 1
     log.warning("--overwrite: removed %d file(s) of a previous job from %s", removed, directory)
 
 
-def write_summary(directory: str | os.PathLike, summary: dict) -> Path:
+def write_summary(directory: str | os.PathLike, summary: dict) -> str:
     """Write the end-of-job summary next to the parts and return its path."""
-    path = Path(directory) / SUMMARY_FILE
-    write_json_atomic(path, summary)
+    path = storage.join(directory, SUMMARY_FILE)
+    write_json(path, summary)
     return path
 
 
 def read_output(directory: str | os.PathLike) -> pd.DataFrame:
     """Read every completed part of an output folder, in order (for tests, checks and notebooks)."""
-    manifest = Manifest.read(Path(directory))
+    manifest = Manifest.read(directory)
     if manifest is None:
         raise ScoringError(f"{directory} has no {MANIFEST_FILE}")
     frames = []
     for part in manifest.doc["parts"]:
-        path = Path(directory) / part["file"]
-        if path.suffix == ".parquet":
-            frames.append(pq.read_table(path).to_pandas())
-        else:  # CSV has no types: read each column back as the manifest's type
-            types = {}
-            for name, type_name in manifest.job["columns"]:
-                try:
-                    types[name] = pa.type_for_alias(type_name)
-                except ValueError:
-                    pass
-            options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
-            frames.append(pacsv.read_csv(path, convert_options=options).to_pandas())
+        with storage.open_file(storage.join(directory, part["file"])) as fh:
+            if part["file"].endswith(".parquet"):
+                frames.append(pq.read_table(fh).to_pandas())
+            else:  # CSV has no types: read each column back as the manifest's type
+                types = {}
+                for name, type_name in manifest.job["columns"]:
+                    try:
+                        types[name] = pa.type_for_alias(type_name)
+                    except ValueError:
+                        pass
+                options = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+                frames.append(pacsv.read_csv(fh, convert_options=options).to_pandas())
     if not frames:
         return pd.DataFrame(columns=[c[0] for c in manifest.job["columns"]])
     return pd.concat(frames, ignore_index=True)

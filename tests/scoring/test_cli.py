@@ -168,3 +168,51 @@ def test_scorer_never_imports_tensorflow_or_flask() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_relative_paths_are_made_absolute_by_the_client(
+    tmp_path: Path, reviews: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = tmp_path / "client"
+    write_input(reviews, client / "data" / "in.csv")
+    make_random_version(Registry(client / "models"), "sentiment")
+    monkeypatch.chdir(client)
+    assert main(["--input", "data/in.csv", "--output", "scored", "--model-dir", "models", "--workers", "1",
+                 "--max-chars", "20000", "--quiet"]) == 0
+    manifest = json.loads((client / "scored" / MANIFEST_FILE).read_text())
+    assert manifest["job"]["input"]["path"] == str(client / "data" / "in.csv")
+    assert manifest["job"]["model"]["path"] == str(client / "models" / "sentiment" / "1")
+    assert json.loads((client / "scored" / SUMMARY_FILE).read_text())["output"] == str(client / "scored")
+
+
+@pytest.mark.parametrize(("text", "size"), [("8MiB", 8 * 2**20), ("500kB", 500_000), ("1048576", 2**20),
+                                            ("1.5 GiB", 3 * 2**29), ("64mb", 64_000_000)])
+def test_partition_size_accepts_units(text: str, size: int) -> None:
+    assert build_parser().parse_args(["--input", "a", "--output", "b", "--partition-size", text]).partition_size == size
+
+
+def test_bad_partition_size_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--input", "a", "--output", "b", "--partition-size", "12 parsecs"])
+    assert exit_info.value.code == 2 and "--partition-size" in capsys.readouterr().err
+    assert main(["--input", str(tmp_path), "--output", str(tmp_path / "o"), "--partition-size", "0"]) == 2
+    assert "--partition-size must be at least 1" in capsys.readouterr().err
+
+
+def test_a_part_that_fails_is_one_line_and_the_output_resumes(
+    tmp_path: Path, registry: Registry, capsys: pytest.CaptureFixture
+) -> None:
+    # The id column is an integer in the first 1,000 records (the sample), text from row 1,300 on.
+    rows = [{"id": i if i < 1_300 else f"x{i}", "text": "a good film"} for i in range(1_500)]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out"
+    capsys.readouterr()
+
+    assert main(cli_args(source, out, registry, "--chunk-size", "500")) == 1
+
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    assert err.startswith("error: part 2 (rows 1000-1499) failed on a local scoring process") and \
+        "column 'id' holds values that are not int64" in err and "rerun the same command to resume" in err, err
+    assert sorted(json.loads((out / MANIFEST_FILE).read_text())["parts"][i]["part"] for i in range(2)) == [0, 1]

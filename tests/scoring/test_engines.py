@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,20 +13,13 @@ from scoring import score
 from scoring.config import JobConfig, ScoringError
 from scoring.job import run_job
 from scoring.writer import MANIFEST_FILE, read_output
-from tests.scoring.conftest import MAX_CHARS, write_input
+from tests.scoring.conftest import MAX_CHARS, assert_same_rows, write_input
 
 
 def _config(source: Path, out: Path, registry: Registry, **changes) -> JobConfig:
     base = JobConfig(input=source, output=out, model_dir=registry.root, max_chars=MAX_CHARS, chunk_size=64,
                      workers=1, quiet=True)
     return base.replace(**changes)
-
-
-def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
-    """Check two outputs row for row (scores to float tolerance: batch shapes may differ)."""
-    assert actual.columns.tolist() == expected.columns.tolist()
-    pd.testing.assert_frame_equal(actual.drop(columns="score"), expected.drop(columns="score"))
-    np.testing.assert_allclose(actual["score"], expected["score"], rtol=0, atol=1e-6, equal_nan=True)
 
 
 @pytest.fixture
@@ -53,25 +45,27 @@ def test_dask_equals_local_and_loads_the_model_once(
     source, expected = local_output
     out = tmp_path / "dask"
     config = _config(source, out, registry, keep_columns=True, engine="dask", dask_workers=2,
-                     dask_processes=False)
+                     dask_processes=False, partition_size=60_000)
     version_dir = str(registry.production_dir("sentiment").resolve())
 
     summary = run_job(config)
 
     assert_same_rows(read_output(out), expected)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert manifest["job"]["partitioning"] == {"engine": "dask", "chunk_size": 64, "partitions": 3}
-    assert [p["start"] for p in manifest["parts"]] == [0, 100, 200]
+    assert manifest["job"]["partitioning"] == {"engine": "dask", "partition_size": 60_000, "chunk_size": 64}
+    starts = [p["start"] for p in manifest["parts"]]
+    assert len(starts) > 2 and starts[0] == 0 and all(s % 50 == 0 for s in starts)  # whole row groups of 50
     assert summary["rows_read"] == len(expected) and summary["errors"] == {"empty_text": 2, "null_text": 1,
                                                                           "text_too_long": 1}
     # Three partitions on two in-process workers: the model was loaded once, by the job's check.
     assert score.model_loads()[version_dir] == 1
 
     # Resume: forget the last partition, rerun, get the same output.
+    last = manifest["parts"][-1]
     manifest["parts"], manifest["complete"] = manifest["parts"][:-1], False
     (out / MANIFEST_FILE).write_text(json.dumps(manifest))
-    (out / "part-00002.parquet").unlink()
-    assert run_job(config)["run"]["rows"] == len(expected) - 200
+    (out / last["file"]).unlink()
+    assert run_job(config)["run"]["rows"] == last["rows"]
     assert_same_rows(read_output(out), expected)
 
 
@@ -108,7 +102,7 @@ def test_dask_cluster_of_processes_loads_the_model_once_per_worker(
     with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         config = _config(source, tmp_path / "dask", registry, keep_columns=True, engine="dask",
-                         scheduler=cluster.scheduler_address, chunk_size=50)  # 5 partitions
+                         scheduler=cluster.scheduler_address, partition_size=1)  # 5 partitions (row groups)
         run_job(config)
         loads = client.run(score.model_loads)
     assert_same_rows(read_output(tmp_path / "dask"), expected)
@@ -129,3 +123,29 @@ def test_pool_worker_that_cannot_load_the_model_fails_at_once(tmp_path: Path, me
                          columns=["id", "text"], chunk_size=64, workers=2)
     with pytest.raises(RuntimeError, match="failed to start"):
         engine.run(set(), lambda record: None)
+
+
+def test_scheduler_without_workers_is_refused(
+    tmp_path: Path, registry: Registry, local_output: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed import LocalCluster
+
+    from scoring import engines
+
+    monkeypatch.setattr(engines, "WORKERS_TIMEOUT", 0.5)
+    source, _ = local_output
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        with pytest.raises(ScoringError, match="has no workers"):
+            run_job(_config(source, tmp_path / "dask", registry, engine="dask", scheduler=cluster.scheduler_address))
+    assert not (tmp_path / "dask").exists()
+
+
+def test_worker_problems_are_reported_in_one_line() -> None:
+    from scoring.engines import _worker_errors, failure_line
+
+    assert _worker_errors({"tcp://a:1": None, "tcp://b:2": None}) is None
+    line = _worker_errors({"tcp://b:2": OSError("no\nsuch file"), "tcp://a:1": None, "tcp://c:3": ValueError("x")})
+    assert line == "Dask worker tcp://b:2 (and 1 more of 3 workers): OSError: no such file"
+    long = failure_line(7, "in.csv bytes 0-10", "worker tcp://w:1", RuntimeError("y" * 1_000))
+    assert long.startswith("part 7 (in.csv bytes 0-10) failed on worker tcp://w:1: RuntimeError: yyy")
+    assert "\n" not in long and len(long) < 500

@@ -1,4 +1,4 @@
-"""Input discovery, checks, chunking and Dask pieces."""
+"""Input discovery, checks, chunking and Dask partitions (row groups, byte ranges, streamed chunks)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scoring.config import ScoringError
-from scoring.readers import detect_format, open_input, read_piece, rechunk
+from scoring.readers import Piece, detect_format, open_input, read_piece, rechunk
 from tests.scoring.conftest import write_input
 
 
@@ -113,15 +113,73 @@ def test_bad_inputs_are_refused(tmp_path: Path, reviews: pd.DataFrame) -> None:
         open_input(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("name", ["in.parquet", "in.jsonl", "in.jsonl.gz", "in.csv.gz"])
-def test_pieces_cover_every_row_once(tmp_path: Path, reviews: pd.DataFrame, name: str) -> None:
+def _read_partitions(source, partition_size: int, chunk_size: int = 100, columns=("id", "text")) -> list:
+    """Return every partition of the source, read as a worker would."""
+    return [read_piece(p, list(columns)) for p in source.partitions(list(columns), partition_size, chunk_size)]
+
+
+@pytest.mark.parametrize("name", ["in.parquet", "in.jsonl", "in.csv", "in.jsonl.gz", "in.csv.gz"])
+def test_partitions_cover_every_row_once(tmp_path: Path, reviews: pd.DataFrame, name: str) -> None:
     source = open_input(write_input(reviews, tmp_path / name))
-    pieces = source.pieces(chunk_size=100, block_bytes=5_000)
-    if name in ("in.parquet", "in.jsonl"):
-        assert len(pieces) > 2  # row groups / byte ranges really split the file
-    frames = [read_piece(p, ["id", "text"]) for p in pieces]
+    partitions = list(source.partitions(["id", "text"], 5_000, 100))
+    if name.endswith(".gz"):  # not splittable: read here once, sent as chunks of --chunk-size rows
+        assert [len(p) for p in partitions] == [100, 100, 40]
+    else:  # row groups / byte ranges really split the file
+        assert len(partitions) > 2 and all(isinstance(p, Piece) for p in partitions)
+    frames = [read_piece(p, ["id", "text"]) for p in partitions]
     assert pd.concat(frames)["id"].astype(str).tolist() == reviews["id"].tolist()
     assert pd.concat(frames)["text"].tolist() == reviews["text"].tolist()
+
+
+def test_parquet_partitions_are_runs_of_whole_row_groups(tmp_path: Path, reviews: pd.DataFrame) -> None:
+    source = open_input(write_input(reviews, tmp_path / "in.parquet"))  # row groups of 50 rows
+    assert [p.row_groups for p in source.partitions(["id", "text"], 1, 100)] == [(0,), (1,), (2,), (3,), (4,)]
+    assert [p.row_groups for p in source.partitions(["id", "text"], 2**30, 100)] == [(0, 1, 2, 3, 4)]
+    # Only the columns read count: the ids alone are far smaller than the texts.
+    by_text = len(list(source.partitions(["id", "text"], 20_000, 100)))
+    assert len(list(source.partitions(["id"], 20_000, 100))) < by_text
+
+
+#: Characters that stress CSV splitting: record and field separators inside quoted fields, quotes.
+CSV_TRICKY = st.lists(st.sampled_from(list('ab é,"\n\r\t😀') + ["\r\n", '""']), max_size=20).map("".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(CSV_TRICKY, min_size=1, max_size=40), size=st.integers(1, 400),
+       newline=st.sampled_from(["\n", "\r\n"]), sep=st.sampled_from([",", "\t"]))
+def test_csv_byte_ranges_split_at_record_ends(tmp_path: Path, texts: list[str], size: int, newline: str,
+                                              sep: str) -> None:
+    path = tmp_path / ("in.csv" if sep == "," else "in.tsv")
+    frame = pd.DataFrame({"id": [f"{i:03d}" for i in range(len(texts))], "text": texts, "n": 1})
+    frame.to_csv(path, index=False, sep=sep, lineterminator=newline)
+    source = open_input(path)
+    whole = pd.concat(source.frames(["id", "text"], 1_000), ignore_index=True)  # what the local engine reads
+    combined = pd.concat(_read_partitions(source, size), ignore_index=True)
+    pd.testing.assert_frame_equal(combined, whole)
+    if newline == "\r\n" or not any("\r" in t for t in texts):  # pandas writes a lone \r unquoted
+        assert combined["id"].tolist() == frame["id"].tolist()
+
+
+def test_csv_split_follows_the_parser_on_hand_written_quotes(tmp_path: Path) -> None:
+    # A quote inside an unquoted field is a plain character (5"9); counting quotes would get it wrong.
+    rows = ['1,He is 5"9 tall', '2,"a quoted\nreview, with ""quotes"""', "3,plain", '4,"x"', "5,ok\"", "6,"]
+    path = tmp_path / "in.csv"
+    path.write_text("id,text\n" + "\n".join(rows * 20) + "\n", encoding="utf-8")
+    source = open_input(path)
+    whole = pd.concat(source.frames(["id", "text"], 1_000), ignore_index=True)
+    assert len(whole) == 120 and whole["text"][1] == 'a quoted\nreview, with "quotes"'
+    for size in (1, 7, 30, 100, 10_000):
+        pd.testing.assert_frame_equal(pd.concat(_read_partitions(source, size), ignore_index=True), whole)
+
+
+def test_csv_header_with_quotes_and_missing_columns(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text('"id","the\ntext"\n1,"a\nb"\n2,c\n3,d\n', encoding="utf-8")
+    source = open_input(path)
+    frames = _read_partitions(source, 1, columns=("id", "the\ntext", "absent"))
+    assert len(frames) == 3
+    combined = pd.concat(frames, ignore_index=True)
+    assert combined["the\ntext"].tolist() == ["a\nb", "c", "d"] and combined["absent"].isna().all()
 
 
 def test_gzip_jsonl_streams(tmp_path: Path) -> None:
@@ -139,7 +197,7 @@ def test_jsonl_byte_ranges_give_every_line_once(tmp_path: Path, texts: list[str]
     lines = [json.dumps({"id": i, "text": t}, ensure_ascii=False) for i, t in enumerate(texts)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # multi-byte characters included
     source = open_input(path)
-    frames = [read_piece(p, ["id", "text"]) for p in source.pieces(chunk_size=10, block_bytes=block)]
+    frames = _read_partitions(source, block, chunk_size=10)
     combined = pd.concat(frames, ignore_index=True)
     assert combined["id"].tolist() == list(range(len(texts)))
     assert combined["text"].tolist() == texts
