@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from embeddings.tokenizer import tokenize, tokenizer_config
+from embeddings.tokenizer import CURRENT, Tokenizer, UnknownTokenizer, for_config
 
 PAD_ID = 0
 OOV_ID = 1
@@ -35,11 +35,12 @@ def truncate_head_tail(ids: Sequence[int], max_len: int, head: int) -> list[int]
 
 @dataclass
 class Vocabulary:
-    """An ordered token list with the truncation rule that goes with it."""
+    """An ordered token list, the truncation rule, and the tokenizer version that made the tokens."""
 
     tokens: list[str]
     max_len: int = 400
     head: int = 100
+    tokenizer: Tokenizer = field(default=CURRENT, repr=False)
     _index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,14 +62,19 @@ class Vocabulary:
         min_count: int = 2,
         max_len: int = 400,
         head: int = 100,
+        tokenizer: Tokenizer = CURRENT,
     ) -> "Vocabulary":
-        """Count tokens and keep the ``max_size`` most frequent seen at least ``min_count`` times."""
+        """Count tokens and keep the ``max_size`` most frequent seen at least ``min_count`` times.
+
+        ``token_lists`` must come from ``tokenizer`` (the current version unless told otherwise).
+        """
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             counts.update(tokens)
         # Sort by (-count, token) so equal counts never depend on insertion order.
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-        return cls([PAD_TOKEN, OOV_TOKEN] + kept[: max(0, max_size - 2)], max_len=max_len, head=head)
+        return cls([PAD_TOKEN, OOV_TOKEN] + kept[: max(0, max_size - 2)], max_len=max_len, head=head,
+                   tokenizer=tokenizer)
 
     def ids_for_tokens(self, tokens: Sequence[str]) -> list[int]:
         """Map tokens to ids (OOV for unknown) and apply the head+tail truncation.
@@ -80,9 +86,18 @@ class Vocabulary:
         ids = [get(t, OOV_ID) for t in tokens] or [OOV_ID]
         return truncate_head_tail(ids, self.max_len, self.head)
 
+    def tokenize(self, text: str) -> list[str]:
+        """Split a text into every one of its tokens, with the rules this vocabulary was built with."""
+        return self.tokenizer.tokenize(text)
+
     def encode(self, text: str) -> np.ndarray:
-        """Tokenise and encode one text as a non-empty int64 id array."""
-        return np.asarray(self.ids_for_tokens(tokenize(text)), dtype=np.int64)
+        """Tokenise and encode one text as a non-empty int64 id array.
+
+        Equal to ``ids_for_tokens(self.tokenize(text))``, but tokenises only the head and tail the
+        truncation keeps, so a long or Unicode-heavy text costs no more than a short one.
+        """
+        kept = self.tokenizer.head_tail_tokens(text, self.max_len, self.head)
+        return np.asarray(self.ids_for_tokens(kept), dtype=np.int64)
 
     def encode_many(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Encode several texts; same as calling :meth:`encode` on each."""
@@ -92,7 +107,7 @@ class Vocabulary:
     def to_json(self) -> dict:
         """Return the JSON document stored as ``tokenizer.json`` in an artifact."""
         return {
-            "tokenizer": tokenizer_config(),
+            "tokenizer": self.tokenizer.config(),
             "max_len": self.max_len,
             "head": self.head,
             "pad_id": PAD_ID,
@@ -106,13 +121,16 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Path) -> "Vocabulary":
-        """Read a vocabulary written by :meth:`save`; refuse one made by another tokenizer."""
+        """Read a vocabulary written by :meth:`save`, with the tokenizer version it names.
+
+        Raises UnknownTokenizer (a ValueError) for a tokenizer or version this code does not have.
+        """
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
-        if doc.get("tokenizer") != tokenizer_config():
-            raise ValueError(
-                f"{path}: made by tokenizer {doc.get('tokenizer')}, this code has {tokenizer_config()}"
-            )
-        return cls(list(doc["tokens"]), max_len=int(doc["max_len"]), head=int(doc["head"]))
+        try:
+            tokenizer = for_config(doc.get("tokenizer"))
+        except UnknownTokenizer as exc:
+            raise UnknownTokenizer(f"{path}: {exc}") from None
+        return cls(list(doc["tokens"]), max_len=int(doc["max_len"]), head=int(doc["head"]), tokenizer=tokenizer)
 
 
 def pad_batch(sequences: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:

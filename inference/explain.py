@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from embeddings.tokenizer import tokenize
 from embeddings.vocabulary import OOV_ID, Vocabulary, truncate_head_tail
 from inference.predictor import Predictor
 
@@ -75,7 +74,7 @@ class Occlusion:
     @classmethod
     def of(cls, vocabulary: Vocabulary, text: str, *, max_tokens: int) -> Occlusion:
         """Tokenise and encode ``text``; raise TooManyTokens when more than ``max_tokens`` remain."""
-        tokens = tokenize(text)
+        tokens = vocabulary.tokenize(text)
         # ids_for_tokens applies the same head+tail cut: applied to positions, it says which remain.
         positions = truncate_head_tail(range(len(tokens)), vocabulary.max_len, vocabulary.head)
         if len(positions) > max_tokens:

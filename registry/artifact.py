@@ -18,6 +18,7 @@ run code in them.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,31 @@ SERVING_FILES = (MANIFEST, TOKENIZER_FILE, ONNX_FILE)
 ARTIFACT_FORMAT = 1
 
 
+class InvalidArtifact(ValueError):
+    """A version directory's manifest holds a value no consumer may serve."""
+
+
+def check_temperature(value: object) -> float:
+    """Return a calibration temperature, or raise InvalidArtifact unless it is a finite number > 0.
+
+    Probabilities are ``sigmoid(logit / T)``: T <= 0 inverts (or breaks) every label, and a NaN or
+    infinite T makes every probability NaN or 0.5.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArtifact(f"calibration temperature {value!r} is not a number")
+    if not (math.isfinite(value) and value > 0):
+        raise InvalidArtifact(f"calibration temperature {value!r} must be a finite number > 0")
+    return float(value)
+
+
+def _temperature_field(manifest: dict) -> object:
+    """Return the manifest's raw ``calibration.temperature`` (1.0 when the version has none)."""
+    calibration = manifest.get("calibration", {})
+    if not isinstance(calibration, dict):
+        raise InvalidArtifact(f"calibration {calibration!r} is not an object")
+    return calibration.get("temperature", 1.0)
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A read-only view of one model version directory."""
@@ -55,6 +81,10 @@ class Artifact:
             raise FileNotFoundError(f"{path} is not a model version (no {MANIFEST})") from None
         if manifest.get("format") != ARTIFACT_FORMAT:
             raise ValueError(f"{path}: artifact format {manifest.get('format')}, expected {ARTIFACT_FORMAT}")
+        try:
+            check_temperature(_temperature_field(manifest))
+        except InvalidArtifact as exc:
+            raise InvalidArtifact(f"{path}: {exc}; refusing this version") from None
         return cls(path, manifest)
 
     @property
@@ -69,8 +99,8 @@ class Artifact:
 
     @property
     def temperature(self) -> float:
-        """Return the calibration temperature fitted on the validation split (1.0 = none)."""
-        return float(self.manifest.get("calibration", {}).get("temperature", 1.0))
+        """Return the calibration temperature fitted on the validation split (1.0 = none); checked at open."""
+        return check_temperature(_temperature_field(self.manifest))
 
     @property
     def metrics(self) -> dict:
@@ -78,7 +108,10 @@ class Artifact:
         return dict(self.manifest.get("metrics", {}))
 
     def vocabulary(self) -> Vocabulary:
-        """Load the tokenizer/vocabulary the model was trained with."""
+        """Load the vocabulary with the tokenizer version the model was trained with.
+
+        Raises UnknownTokenizer (a ValueError) when the version is unknown to this code.
+        """
         return Vocabulary.load(self.path / TOKENIZER_FILE)
 
     def file(self, name: str) -> Path:

@@ -6,10 +6,15 @@
     <root>/<name>/2/
     <root>/<name>/production.json    {"version": 2, "history": [1, 2], "updated_at": ...}
     <root>/<name>/.lock              advisory lock for writers (promote, retrain, prune)
+    <root>/<name>/.staging-<uuid>/   a version being written (locked by its writer while it lives)
+    <root>/<name>/.deleting-<...>/   a version being deleted by prune (under the writer lock)
 
 Why it can never expose a half-written model: a version is assembled in a hidden temporary
-directory and only then renamed to its number (``rename`` is atomic on POSIX), and the production
-pointer is replaced with ``os.replace``. Readers therefore see either the old state or the new one.
+directory, every file and directory in it is fsynced, and only then is it renamed to its number
+(``rename`` is atomic on POSIX; the parent directory is fsynced after it), and the production
+pointer is replaced with ``os.replace`` the same way. Readers therefore see either the old state
+or the new one, also after a crash or power loss. A writer killed half-way leaves a hidden
+directory behind; :meth:`Registry.clean_leftovers` removes those whose writer is gone.
 Only the standard library is imported here: the service reads the registry without TensorFlow.
 """
 
@@ -30,10 +35,39 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 POINTER = "production.json"
+STAGING_PREFIX = ".staging-"
+DELETING_PREFIX = ".deleting-"
+#: Leftovers younger than this are never removed: a writer holds its staging directory's lock only
+#: from just after creating it, and a pointer's temporary file belongs to a writer for a moment.
+LEFTOVER_MIN_AGE_S = 60.0
 
 
 class RegistryError(Exception):
     """A registry operation cannot be carried out (unknown model or version, bad pointer)."""
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries (a rename or a new file in it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and directory under ``root`` (and ``root``) to disk, before publishing it."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
 
 
 def write_json_atomic(path: Path, doc: dict) -> None:
@@ -45,6 +79,7 @@ def write_json_atomic(path: Path, doc: dict) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # the rename itself survives a crash only once its directory is flushed
 
 
 class Registry:
@@ -135,37 +170,95 @@ class Registry:
     def staging_dir(self, name: str) -> Iterator[Path]:
         """Yield a private directory to fill; :meth:`commit_version` turns it into a version.
 
-        If the block raises, the directory is deleted and the registry is untouched.
+        The directory stays locked (``flock``) while this block runs, so :meth:`clean_leftovers`
+        can tell it from one whose writer died. If the block raises, the directory is deleted and
+        the registry is untouched.
         """
         d = self.model_dir(name)
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".staging-{uuid.uuid4().hex}"
+        self.clean_leftovers(name, wait=False)
+        tmp = d / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows the name yet: never blocks
         try:
             yield tmp
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+            os.close(fd)  # releases the lock (after the rename it locked the published version)
 
     def commit_version(self, name: str, staging: Path) -> int:
-        """Atomically publish a filled staging directory as the next version number."""
+        """Durably and atomically publish a filled staging directory as the next version number."""
         if not (Path(staging) / MANIFEST).is_file():
             raise RegistryError(f"{staging} has no {MANIFEST}: refusing to publish it")
         d = self.model_dir(name)
+        fsync_tree(Path(staging))  # the rename must never publish files still in the page cache
         while True:
             existing = [int(p.name) for p in d.iterdir() if p.name.isdigit()]
             version = max(existing, default=0) + 1
             try:
                 os.rename(staging, d / str(version))
-                return version
+                break
             except OSError:  # another writer took this number first: take the next one
                 if not (d / str(version)).exists():
                     raise
+        fsync_dir(d)
+        return version
+
+    def clean_leftovers(self, name: str, *, wait: bool = True, min_age_s: float = LEFTOVER_MIN_AGE_S) -> list[str]:
+        """Delete what killed writers left in the model's directory; return the names removed.
+
+        Under the writer lock (skipped, returning [], when ``wait`` is False and another process
+        holds it): ``.deleting-*`` directories (only prune and this method make them, both under
+        the lock), ``.staging-*`` directories whose writer no longer holds their ``flock`` (a live
+        writer keeps its own), and temporary files of the production pointer. Nothing younger
+        than ``min_age_s`` seconds is touched.
+        """
+        d = self.model_dir(name)
+        if not d.is_dir():
+            return []
+        try:
+            with self.lock(name, timeout=600.0 if wait else 0.0):
+                return self._clean_leftovers_locked(d, min_age_s)
+        except RegistryError:
+            if wait:
+                raise
+            log.debug("model %s: writer lock busy; leftovers are cleaned another time", name)
+            return []
+
+    def _clean_leftovers_locked(self, d: Path, min_age_s: float) -> list[str]:
+        removed = []
+        now = time.time()
+        for path in sorted(d.iterdir()):
+            try:
+                if now - path.lstat().st_mtime < min_age_s:
+                    continue
+                if path.name.startswith(DELETING_PREFIX) and path.is_dir():
+                    shutil.rmtree(path)
+                elif path.name.startswith(STAGING_PREFIX) and path.is_dir():
+                    if not _orphaned(path):
+                        continue
+                    victim = d / f"{DELETING_PREFIX}{path.name[1:]}"
+                    os.rename(path, victim)
+                    shutil.rmtree(victim)
+                elif path.name.startswith(f".{POINTER}.") and path.name.endswith(".tmp"):
+                    path.unlink()
+                else:
+                    continue
+            except FileNotFoundError:  # its writer finished (or cleaned up) meanwhile
+                continue
+            removed.append(path.name)
+        if removed:
+            log.warning("model %s: removed leftovers of interrupted writers: %s", d.name, removed)
+        return removed
 
     def promote(self, name: str, version: int) -> None:
         """Mark ``version`` as production (atomic pointer swap); keeps a history for rollback."""
-        self.version_dir(name, version)  # refuse unknown versions
         with self.lock(name):  # read-modify-write of the pointer: never interleave two writers
+            # Checked under the lock: a prune waiting for it could otherwise delete the version
+            # between this check and the pointer swap, leaving production on a missing version.
+            self.version_dir(name, version)
             old = self.pointer(name) or {"history": []}
             history = [v for v in old.get("history", []) if v != version] + [int(version)]
             write_json_atomic(
@@ -195,8 +288,12 @@ class Registry:
         return previous
 
     def prune(self, name: str, keep_last: int) -> list[int]:
-        """Delete old versions beyond the newest ``keep_last``; never production or its parent."""
+        """Delete old versions beyond the newest ``keep_last``; never production or its parent.
+
+        Also removes what killed writers left behind (:meth:`clean_leftovers`).
+        """
         with self.lock(name):
+            self.clean_leftovers(name)
             return self._prune_locked(name, keep_last)
 
     def _prune_locked(self, name: str, keep_last: int) -> list[int]:
@@ -210,9 +307,21 @@ class Registry:
         doomed = [v for v in versions[: max(0, len(versions) - keep_last)] if v not in protected]
         for v in doomed:
             # Rename first so a reader never sees a half-deleted version as complete.
-            victim = self.model_dir(name) / f".deleting-{v}-{uuid.uuid4().hex}"
+            victim = self.model_dir(name) / f"{DELETING_PREFIX}{v}-{uuid.uuid4().hex}"
             os.rename(self.model_dir(name) / str(v), victim)
             shutil.rmtree(victim, ignore_errors=True)
         if doomed:
             log.info("model %s: pruned versions %s", name, doomed)
         return doomed
+
+
+def _orphaned(staging: Path) -> bool:
+    """Return whether no live writer holds the ``flock`` of a staging directory."""
+    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # also releases the lock if we got it
+    return True

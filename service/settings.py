@@ -78,7 +78,21 @@ class Settings:
         default=256, metadata=_doc("Most texts in one request body; more gets 413.", minimum=1)
     )
     max_text_chars: int = field(
-        default=20000, metadata=_doc("Most characters (code points) in one text; more gets 413.", minimum=1)
+        default=20000,
+        metadata=_doc(
+            "Most characters (code points) in one text, also once Unicode NFKC normalisation has expanded "
+            "it (one U+FDFA becomes 18); more gets 413.",
+            minimum=1,
+        ),
+    )
+    max_nfkc_rewritten_chars: int = field(
+        default=200_000,
+        metadata=_doc(
+            "Most characters Unicode NFKC normalisation may produce by rewriting others, over all texts of "
+            "one request (a full-width letter makes 1, U+FDFA makes 18): bounds the tokenizer's work per "
+            "request; more gets 413.",
+            minimum=0,
+        ),
     )
     max_body_bytes: int = field(
         default=4 * 1024 * 1024, metadata=_doc("Largest request body in bytes; more gets 413.", minimum=1)

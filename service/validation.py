@@ -10,15 +10,18 @@ import orjson
 from dataclasses import dataclass
 from typing import Any
 
+from embeddings.tokenizer import nfkc_rewriting
 from service.errors import InvalidRequest, PayloadTooLarge
+from service.settings import Settings
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Size limits one request must respect."""
+    """Size limits one request must respect (their meanings: service/settings.py)."""
 
     max_texts: int
     max_text_chars: int
+    max_nfkc_rewritten_chars: int = Settings.max_nfkc_rewritten_chars
 
 
 def decode_json(raw: bytes) -> Any:
@@ -93,6 +96,7 @@ def check_texts(texts: Any, limits: Limits, *, field: str, single: bool = False)
             f'"{field}" holds {len(texts)} texts; the limit is {limits.max_texts} per request',
             code="too_many_texts",
         )
+    rewriting_left = limits.max_nfkc_rewritten_chars
     for i, text in enumerate(texts):
         where = f'"{field}"' if single else f'"{field}[{i}]"'
         if not isinstance(text, str):
@@ -101,6 +105,22 @@ def check_texts(texts: Any, limits: Limits, *, field: str, single: bool = False)
             raise PayloadTooLarge(
                 f"{where} has {len(text)} characters; the limit is {limits.max_text_chars}",
                 code="text_too_long",
+            )
+        # The tokenizer works on the NFKC-normalised text, which some characters multiply: bound
+        # that work before doing any of it (cheap: one scan for the characters NFKC changes).
+        rewriting = nfkc_rewriting(text, limit=max(limits.max_text_chars, rewriting_left))
+        if rewriting.normalized_length(text) > limits.max_text_chars:
+            raise PayloadTooLarge(
+                f"{where} has {len(text)} characters but {rewriting.normalized_length(text)} or more once "
+                f"Unicode NFKC normalisation expands it; the limit is {limits.max_text_chars}",
+                code="text_too_long",
+            )
+        rewriting_left -= rewriting.produced
+        if rewriting_left < 0:
+            raise PayloadTooLarge(
+                f"Unicode NFKC normalisation would rewrite this request's texts into more than "
+                f"{limits.max_nfkc_rewritten_chars} characters (the limit per request): send them in several requests",
+                code="normalization_too_large",
             )
         if not text.strip():
             raise InvalidRequest(f"{where} is empty or only whitespace", code="empty_text")

@@ -7,6 +7,7 @@ Docker engine, in CI's clean clone.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import re
 import shlex
 import sys
@@ -20,6 +21,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+#: Opt-in override files (``docker compose -f docker-compose.yml -f docker-compose.X.yml``).
+COMPOSE_OVERRIDES = sorted(ROOT.glob("docker-compose.*.yml"))
 DOCKER_DIR = ROOT / "docker"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -108,6 +111,53 @@ def variable_uses() -> list[VarUse]:
 
     _walk_strings(load_compose_raw(), collect)
     return uses
+
+
+def load_compose_file(path: Path, env: Mapping[str, str] | None = None) -> dict:
+    """Return any compose file (e.g. an override) with variables substituted from ``env``."""
+    return _walk_strings(yaml.safe_load(path.read_text()), lambda s: interpolate(s, {} if env is None else env))
+
+
+# -- published ports ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishedPort:
+    """One container port published on the host: on ``host_ip`` ("" = every interface)."""
+
+    host_ip: str
+    published: str  # host port or range ("" = a random one)
+    target: str
+
+    @property
+    def loopback_only(self) -> bool:
+        """Return whether only this host can reach the port (127.0.0.0/8 or ::1)."""
+        try:
+            return ipaddress.ip_address(self.host_ip.strip("[]")).is_loopback
+        except ValueError:  # "" (every interface) or a name
+            return False
+
+
+def parse_port(spec: Any) -> PublishedPort:
+    """Parse one ``ports`` entry, short (``[IP:][HOST:]CONTAINER[/PROTO]``) or long (a mapping)."""
+    if isinstance(spec, dict):
+        published = spec.get("published")
+        return PublishedPort(str(spec.get("host_ip") or ""), "" if published is None else str(published),
+                             str(spec.get("target", "")))
+    text = str(spec).rsplit("/", 1)[0]  # drop /tcp, /udp
+    if text.startswith("["):  # [IPv6]:HOST:CONTAINER
+        ip, _, rest = text[1:].partition("]:")
+        host, _, target = rest.rpartition(":")
+        return PublishedPort(ip, host, target)
+    parts = text.split(":")
+    if len(parts) == 1:
+        return PublishedPort("", "", parts[0])
+    if len(parts) == 2:
+        return PublishedPort("", parts[0], parts[1])
+    return PublishedPort(":".join(parts[:-2]), parts[-2], parts[-1])  # IPv4, or an unbracketed IPv6
+
+
+def published_ports(service: Mapping[str, Any]) -> list[PublishedPort]:
+    """Return every port a service publishes on the host."""
+    return [parse_port(spec) for spec in service.get("ports") or []]
 
 
 def as_argv(value: Any) -> list[str]:

@@ -1,8 +1,8 @@
 """docker-compose.yml: valid Compose, every command runnable from this project, documented settings.
 
 Validation runs offline with no Docker engine: against the Compose Specification JSON schema
-vendored in fixtures/ (always), and with a real Compose implementation when one is installed
-(`docker compose` v2 or Debian's `docker-compose`; otherwise that one test is skipped).
+vendored in fixtures/, and with a real Compose implementation (`docker compose` v2 or Debian's
+`docker-compose`, which ./test.sh installs). Without one that test fails (tests/tooling.py).
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.packaging.helpers import (COMPOSE_FILE, FIXTURES, ROOT, as_argv, environment, load_compose,
-                                     load_compose_raw, parse_dockerfile, variable_uses)
+from tests.packaging.helpers import (COMPOSE_FILE, COMPOSE_OVERRIDES, FIXTURES, ROOT, PublishedPort, as_argv,
+                                     environment, load_compose, load_compose_file, load_compose_raw, parse_dockerfile,
+                                     parse_port, published_ports, variable_uses)
+from tests.tooling import missing_tool
 
 SCHEMA_FILE = FIXTURES / "compose-spec.json"
 SCHEMA_SHA256 = "56bab44c85c0ce8affb74474950293f37d510673283a243bcd7eeadb900fa35c"
 PROFILES = {"api": None, "trainer": "train", "scorer": "batch", "prometheus": "monitoring",
             "dask-scheduler": "dask", "dask-worker": "dask"}
-# Modules other people are still writing: a command that names one is checked once it exists.
-PENDING_MODULES = {"training.pipeline": "the retraining pipeline (training/pipeline.py) is not written yet"}
+#: The only service whose port other machines may reach; everything else is internal.
+PUBLIC_SERVICES = {"api"}
 ENTRYPOINT_SCRIPTS = {"/usr/local/bin/scorer-entrypoint": ROOT / "docker/scorer-entrypoint.sh",
                       "/usr/local/bin/trainer-entrypoint": ROOT / "docker/trainer-entrypoint.sh"}
 
@@ -90,24 +92,108 @@ def _compose_cli() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def test_a_real_compose_implementation_accepts_the_file(tmp_path) -> None:
+def _compose_config(tmp_path, *overrides: Path) -> dict:
+    """Return ``compose config`` of the file (plus overrides) with every profile, as a real CLI resolves it."""
     cli = _compose_cli()
     if cli is None:
-        pytest.skip("no Compose CLI here (apt-get install docker-compose, or the docker compose v2 plugin)")
+        missing_tool("no Compose CLI here: apt-get install docker-compose, or the docker compose v2 plugin")
     profiles = [arg for p in sorted({p for p in PROFILES.values() if p}) for arg in ("--profile", p)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTIMENT_", "COMPOSE_", "DOCKER_"))}
     env["HOME"] = str(tmp_path)  # no user config
     empty_env_file = tmp_path / "empty.env"  # ignore a developer's .env: check the defaults
     empty_env_file.write_text("")
-    result = subprocess.run([*cli, "--project-directory", str(ROOT), "-f", str(COMPOSE_FILE),
+    files = [arg for f in (COMPOSE_FILE, *overrides) for arg in ("-f", str(f))]
+    result = subprocess.run([*cli, "--project-directory", str(ROOT), *files,
                              "--env-file", str(empty_env_file), *profiles, "config"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
-    resolved = yaml.safe_load(result.stdout)
+    return yaml.safe_load(result.stdout)
+
+
+def test_a_real_compose_implementation_accepts_the_file(tmp_path) -> None:
+    resolved = _compose_config(tmp_path)
     assert set(resolved["services"]) == set(PROFILES)
+    assert not exposed_internal_ports(resolved)
     api = resolved["services"]["api"]
     assert api["environment"]["SENTIMENT_WORKERS"] in ("2", 2)
     assert resolved["services"]["dask-worker"]["image"] == resolved["services"]["scorer"]["image"]
+
+
+@pytest.mark.parametrize("override", COMPOSE_OVERRIDES, ids=lambda p: p.name)
+def test_a_real_compose_implementation_merges_each_override(tmp_path, override: Path) -> None:
+    resolved = _compose_config(tmp_path, override)
+    assert set(resolved["services"]) == set(PROFILES)
+    assert not exposed_internal_ports(resolved)
+
+
+# -- nothing internal is reachable from other machines ---------------------------------------------------
+def exposed_internal_ports(compose: dict) -> list[str]:
+    """Return, for every service but the api, each way it listens beyond this host's loopback."""
+    problems = []
+    for name, svc in compose.get("services", {}).items():
+        if name in PUBLIC_SERVICES:
+            continue
+        if svc.get("network_mode") == "host":
+            problems.append(f"{name}: network_mode host puts every port it opens on every interface")
+        for port in published_ports(svc):
+            if not port.loopback_only:
+                where = port.host_ip or "every interface"
+                problems.append(f"{name}: publishes {port.target} on {where} (bind it to 127.0.0.1)")
+    return problems
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("8786:8786", PublishedPort("", "8786", "8786")),
+    ("8786", PublishedPort("", "", "8786")),
+    (8786, PublishedPort("", "", "8786")),
+    ("0.0.0.0:8786:8786", PublishedPort("0.0.0.0", "8786", "8786")),
+    ("127.0.0.1:9090:9090/tcp", PublishedPort("127.0.0.1", "9090", "9090")),
+    ("[::1]:8786:8786", PublishedPort("::1", "8786", "8786")),
+    ("::1:8786:8786", PublishedPort("::1", "8786", "8786")),
+    ("[::]:8786:8786/udp", PublishedPort("::", "8786", "8786")),
+    ("127.0.0.1:8000-8010:8000-8010", PublishedPort("127.0.0.1", "8000-8010", "8000-8010")),
+    ({"target": 8786, "published": "8786"}, PublishedPort("", "8786", "8786")),
+    ({"target": 8786, "host_ip": "127.0.0.1", "published": 8786}, PublishedPort("127.0.0.1", "8786", "8786")),
+    ({"target": 8786}, PublishedPort("", "", "8786")),
+])
+def test_port_specs_are_parsed_in_every_syntax(spec, expected: PublishedPort) -> None:
+    assert parse_port(spec) == expected
+
+
+def test_the_exposure_check_catches_every_way_to_publish_everywhere() -> None:
+    for spec in ["8786:8786", "8786", 8786, "0.0.0.0:8786:8786", "[::]:8786:8786", "192.168.1.5:8786:8786",
+                 {"target": 8786, "published": 8786}, {"target": 8786, "host_ip": "0.0.0.0"}, {"target": 8786}]:
+        assert exposed_internal_ports({"services": {"dask-scheduler": {"ports": [spec]}}}), spec
+    assert exposed_internal_ports({"services": {"prometheus": {"network_mode": "host"}}})
+    for spec in ["127.0.0.1:8786:8786", "127.0.0.2:1:1", "[::1]:8786:8786", {"target": 1, "host_ip": "127.0.0.1"}]:
+        assert not exposed_internal_ports({"services": {"dask-scheduler": {"ports": [spec]}}}), spec
+    assert not exposed_internal_ports({"services": {"api": {"ports": ["8000:8000"]}}})
+
+
+@pytest.mark.parametrize("path", [COMPOSE_FILE, *COMPOSE_OVERRIDES], ids=lambda p: p.name)
+def test_only_the_api_is_reachable_from_other_machines(path: Path) -> None:
+    """The Dask scheduler runs any code a client sends; Prometheus has no login: neither leaves the host."""
+    every_variable_set = {u.name: "7" for u in variable_uses()}
+    for env in ({}, every_variable_set):
+        problems = exposed_internal_ports(load_compose_file(path, env))
+        assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def test_the_dask_scheduler_is_internal_unless_the_override_publishes_it_on_loopback() -> None:
+    assert "ports" not in load_compose()["services"]["dask-scheduler"]
+    override = load_compose_file(ROOT / "docker-compose.dask-port.yml")
+    assert set(override["services"]) == {"dask-scheduler"}
+    [port] = published_ports(override["services"]["dask-scheduler"])
+    assert (port.host_ip, port.published, port.target) == ("127.0.0.1", "8786", "8786")
+    assert published_ports(load_compose()["services"]["prometheus"])[0].host_ip == "127.0.0.1"
+
+
+@pytest.mark.parametrize("path", COMPOSE_OVERRIDES, ids=lambda p: p.name)
+def test_overrides_are_valid_compose_and_name_existing_services(schema, path: Path) -> None:
+    override = yaml.safe_load(path.read_text())
+    _validate(schema, override)
+    assert set(override["services"]) <= set(PROFILES)
+    assert path.name in (ROOT / "docs/deploy.md").read_text()
 
 
 # -- services, profiles, volumes -------------------------------------------------------------------------
@@ -214,10 +300,7 @@ def test_prometheus_scrapes_the_api() -> None:
 
 # -- settings: compose defaults are the service's defaults ----------------------------------------------
 def _service_settings():
-    try:
-        return importlib.import_module("service.settings")
-    except ImportError as exc:
-        pytest.skip(f"service.settings does not import yet: {exc}")
+    return importlib.import_module("service.settings")
 
 
 def test_api_environment_names_real_settings_with_their_defaults() -> None:
@@ -307,8 +390,6 @@ def run_module_help(invocation: tuple[str, ...], monkeypatch, capsys) -> str:
 def test_python_module_exists_and_its_help_exits_0(invocation: tuple[str, ...], monkeypatch, capsys) -> None:
     module = invocation[0]
     if not _module_exists(module):
-        if module in PENDING_MODULES:
-            pytest.skip(f"python -m {module}: {PENDING_MODULES[module]}")
         pytest.fail(f"python -m {module} (used in {INVOCATIONS[invocation]}) does not exist")
     help_text = run_module_help(invocation, monkeypatch, capsys)
     assert "usage:" in help_text
@@ -354,10 +435,7 @@ def test_gunicorn_command_points_at_the_app_factory(services) -> None:
     module, _, factory = argv[-1].partition(":")
     assert factory.endswith("()")
     assert _module_exists(module), f"gunicorn app module {module} does not exist"
-    try:
-        app_module = importlib.import_module(module)
-    except ImportError as exc:  # the service is still being written; its own tests will say why
-        pytest.skip(f"{module} does not import yet: {exc}")
+    app_module = importlib.import_module(module)
     assert callable(getattr(app_module, factory[:-2]))
 
 
@@ -399,10 +477,8 @@ def compose_env(service: str, overrides: dict[str, str] | None = None) -> dict[s
 
 def _scoring_args(argv: list[str]):
     assert argv[:3] == ["python", "-m", "scoring"], argv
-    try:
-        from scoring.cli import build_parser
-    except ImportError as exc:
-        pytest.skip(f"scoring.cli does not import yet: {exc}")
+    from scoring.cli import build_parser
+
     return build_parser().parse_args(argv[3:])
 
 
@@ -446,8 +522,6 @@ def test_trainer_entrypoint_one_shot_or_scheduled(tmp_path, every, expected) -> 
 def test_trainer_entrypoint_builds_a_valid_pipeline_command(tmp_path, monkeypatch) -> None:
     env = compose_env("trainer", {"SENTIMENT_RETRAIN_EVERY_HOURS": "6", "SENTIMENT_NEW_DATA_DIR": "/data/drop"})
     argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], ["--keep-last", "3"], env, tmp_path)
-    if not _module_exists("training.pipeline"):
-        pytest.skip(f"training.pipeline: {PENDING_MODULES['training.pipeline']}")
     pipeline = importlib.import_module("training.pipeline")
     for key, value in env.items():  # the pipeline reads some defaults from the environment
         monkeypatch.setenv(key, value)

@@ -316,6 +316,20 @@ def test_refused_version_is_reported_in_status(make_app, fake_registry):
     assert 'sentiment_model_reloads_total{model="sentiment",result="failure"} 1.0' in text
 
 
+def test_version_with_a_negative_temperature_is_refused_and_counted(make_app, fake_registry):
+    app = make_app()
+    client = app.test_client()
+    before = post_json(client, PREDICT, {"text": "a wonderful film"}).get_json()["predictions"][0]
+    make_random_version(fake_registry, seed=0, temperature=-1.0)  # the same weights, inverted labels
+    assert app.extensions["sentiment"].manager.refresh() is False
+    after = post_json(client, PREDICT, {"text": "a wonderful film"}).get_json()["predictions"][0]
+    assert after == before and after["model_version"] == 1
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'sentiment_model_reloads_total{model="sentiment",result="failure"} 1.0' in text
+    states = {s["version"]: s["state"] for s in client.get(STATUS).get_json()["model_version_status"]}
+    assert states == {"1": "AVAILABLE", "2": "END"}
+
+
 def test_model_failure_is_a_json_500_without_internals(app, client):
     app.extensions["sentiment"].manager.current().score_together = lambda seqs: 1 / 0
     response = post_json(client, PREDICT, {"text": "x"})
@@ -347,8 +361,20 @@ def test_stopped_worker_answers_503_shutting_down(app, client):
     assert response.headers["Retry-After"] == "1"
 
 
-def test_debug_is_off(app):
-    assert app.debug is False
+def test_debug_stays_off_whatever_the_environment_or_config_asks(make_app, monkeypatch):
+    """Werkzeug's debugger runs code typed into the browser: no setting may turn it on."""
+    monkeypatch.setenv("SENTIMENT_DEBUG", "true")  # read by create_app's from_prefixed_env
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = make_app(DEBUG=True, PROPAGATE_EXCEPTIONS=True)
+    assert app.debug is False and app.config["DEBUG"] is False
+
+    def broken(doc, limits):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr("service.api.texts_from_predict", broken)
+    response = post_json(app.test_client(), PREDICT, {"text": "x"})  # no exception escapes to a debugger
+    assert_error(response, 500, "internal_error")
+    assert "ZeroDivision" not in response.get_data(as_text=True)
 
 
 # -- explanations ------------------------------------------------------------------------------

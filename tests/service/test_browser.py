@@ -1,14 +1,14 @@
 """The web page in a real headless Chromium, against gunicorn serving a really trained model.
 
-Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``).
-Without them the browser tests skip, or fail when ``CI`` is set, so CI cannot lose them silently.
+Needs Debian's ``chromium`` and ``chromium-driver`` (``/usr/bin/chromium``, ``/usr/bin/chromedriver``),
+which ./test.sh installs. Without them the browser tests fail, so neither ./test.sh nor CI can lose
+them silently; a developer without them may skip them with ``SENTIMENT_ALLOW_SKIP=1`` (tests/tooling.py).
 Every test that drives the browser is marked ``browser`` (and ``slow``: it trains the small model).
 Screenshots are written to ``test-artifacts/`` (git-ignored) for people to look at.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +19,7 @@ import requests
 from inference.predictor import Predictor
 from registry.store import Registry
 from tests.service.gunicorn_server import PROJECT_ROOT, GunicornServer
+from tests.tooling import ALLOW_SKIP, missing_tool
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -53,13 +54,10 @@ MARGIN = 0.25
 
 
 def require_browser() -> None:
-    """Skip without Chromium and its driver, or fail with the install command when CI is set."""
+    """Fail with the install command without Chromium and its driver (skip only if explicitly allowed)."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        message = f"the browser tests need {' and '.join(missing)}; install them with `{INSTALL}`"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        missing_tool(f"the browser tests need {' and '.join(missing)}; install them with `{INSTALL}`")
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +136,26 @@ def shaded_tokens(driver) -> list[tuple[str, str, str]]:
     return shaded
 
 
-def test_missing_browser_fails_under_ci_and_skips_otherwise(monkeypatch):
+def test_missing_browser_fails_unless_skipping_is_explicitly_allowed_outside_ci(monkeypatch):
     monkeypatch.setattr(f"{__name__}.CHROMIUM", Path("/nonexistent/chromium"))
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match=re.escape(INSTALL)):
-        require_browser()
+    for ci, allow in [(None, None), (None, "0"), ("true", None), ("true", "1"), ("1", "1")]:
+        for name, value in (("CI", ci), (ALLOW_SKIP, allow)):
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        with pytest.raises(pytest.fail.Exception, match=re.escape(INSTALL)):
+            require_browser()
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match=re.escape(INSTALL)):
-        require_browser()
+        require_browser()  # SENTIMENT_ALLOW_SKIP=1 on a developer's machine
+
+
+def test_the_test_command_never_skips_for_a_missing_tool():
+    """./test.sh (and so CI, which runs it) clears SENTIMENT_ALLOW_SKIP before running pytest."""
+    lines = (PROJECT_ROOT / "test.sh").read_text().splitlines()
+    unset = next(i for i, line in enumerate(lines) if line.strip().startswith(f"unset {ALLOW_SKIP}"))
+    assert unset < next(i for i, line in enumerate(lines) if "pytest" in line and line.strip().startswith("exec"))
 
 
 def severe_console_messages(driver) -> list[str]:

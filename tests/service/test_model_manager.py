@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from pathlib import Path
 
 import pytest
 
 from inference.predictor import Predictor
-from registry.artifact import ONNX_FILE
+from registry.artifact import ONNX_FILE, TOKENIZER_FILE
 from registry.store import Registry
 from service.model_manager import ModelManager, ModelUnavailable
 from tests.fakes import make_random_version
@@ -88,6 +90,40 @@ def test_broken_version_is_refused_and_old_keeps_serving(fake_registry):
     assert manager.refresh() is True
     assert manager.current().version == fixed
     assert manager.state().last_failure is None
+
+
+@pytest.mark.parametrize("temperature", [-1.0, 0.0, float("nan"), float("inf"), "1.0", None, True])
+def test_version_with_an_invalid_temperature_is_refused(fake_registry, temperature, caplog):
+    """A negative temperature would silently invert every label: such a version is never served."""
+    manager, events = make_manager(fake_registry)
+    manager.refresh()
+    before = manager.current().score_texts(["a wonderful film"])
+    bad = make_random_version(fake_registry, seed=1, temperature=temperature)  # and promote it
+    with caplog.at_level(logging.ERROR, logger="service.model_manager"):
+        assert manager.refresh() is False
+    assert manager.current().version == 1
+    assert manager.current().score_texts(["a wonderful film"]) == pytest.approx(before)
+    assert events.failed == [bad] and events.loaded == [1]  # counted (the metrics observer's hook)
+    failure = manager.state().last_failure
+    assert (failure.version, failure.stage, failure.error) == (bad, "load", "InvalidArtifact")
+    assert f"refused version {bad}" in caplog.text and "temperature" in caplog.text
+    assert "still serving version 1" in caplog.text
+
+
+def test_version_with_an_unknown_tokenizer_is_refused(fake_registry, caplog):
+    manager, events = make_manager(fake_registry)
+    manager.refresh()
+    bad = make_random_version(fake_registry, seed=1, promote=False)
+    path = Path(fake_registry.version_dir("sentiment", bad), TOKENIZER_FILE)
+    doc = json.loads(path.read_text())
+    doc["tokenizer"]["version"] = 99
+    path.write_text(json.dumps(doc))
+    fake_registry.promote("sentiment", bad)
+    with caplog.at_level(logging.ERROR, logger="service.model_manager"):
+        assert manager.refresh() is False
+    assert manager.current().version == 1 and events.failed == [bad]
+    assert manager.state().last_failure.error == "UnknownTokenizer"
+    assert "version 99 is unknown to this code" in caplog.text
 
 
 def test_version_failing_warm_up_is_refused(fake_registry):

@@ -35,6 +35,7 @@ def test_docs_show_every_route_and_error_code():
         "payload_too_large",
         "too_many_texts",
         "text_too_long",
+        "normalization_too_large",
         "too_many_tokens",
         "report_not_found",
         "unsupported_media_type",

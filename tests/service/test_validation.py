@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from embeddings.tokenizer import nfkc_rewriting
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.validation import (
     Limits,
@@ -17,7 +18,7 @@ from service.validation import (
 
 LIMITS = Limits(max_texts=5, max_text_chars=50)
 valid_text = st.text(min_size=1, max_size=50).filter(
-    lambda t: t.strip() and not any(0xD800 <= ord(c) <= 0xDFFF for c in t)
+    lambda t: t.strip() and not any(0xD800 <= ord(c) <= 0xDFFF for c in t) and nfkc_rewriting(t).normalized_length(t) <= 50
 )
 
 
@@ -40,6 +41,23 @@ def test_limits_are_inclusive():
     with pytest.raises(PayloadTooLarge) as too_long:
         texts_from_predict({"texts": ["x" * 51]}, LIMITS)
     assert too_long.value.code == "text_too_long"
+
+
+def test_the_character_limit_holds_after_unicode_normalisation():
+    limits = Limits(max_texts=10, max_text_chars=1000, max_nfkc_rewritten_chars=10_000)
+    assert texts_from_predict({"text": "\ufdfa" * 55}, limits)  # 55 characters, 990 once normalised
+    with pytest.raises(PayloadTooLarge) as err:
+        texts_from_predict({"texts": ["fine", "\ufdfa" * 56]}, limits)  # 56 characters, 1008 normalised
+    assert err.value.code == "text_too_long"
+    assert '"texts[1]" has 56 characters but 1008' in err.value.message and "NFKC" in err.value.message
+
+
+def test_the_characters_nfkc_rewrites_in_a_request_are_bounded():
+    texts = ["\ufdfa" * 5, "\ufdfa" * 5, "ｶﾞ", "plain " * 100, "…"]  # NFKC makes 90 + 90 + 2 + 0 + 3
+    assert texts_from_predict({"texts": texts}, Limits(10, 1000, max_nfkc_rewritten_chars=185)) == texts
+    with pytest.raises(PayloadTooLarge) as err:
+        texts_from_predict({"texts": texts}, Limits(10, 1000, max_nfkc_rewritten_chars=184))
+    assert err.value.code == "normalization_too_large" and "184" in err.value.message
 
 
 def test_decode_json_refuses_bad_bytes():
