@@ -7,13 +7,15 @@ Tests that need a *trained* model use the session fixture in conftest instead.
 
 from __future__ import annotations
 
+import re
 import time
+import unicodedata
 import zlib
 from pathlib import Path
 
 import onnx
 
-from embeddings.tokenizer import tokenize
+from embeddings.tokenizer import _TOKEN, CURRENT, Tokenizer
 from embeddings.vocabulary import Vocabulary
 from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, REPORT_DIR, TOKENIZER_FILE
 from registry.store import MANIFEST, Registry, write_json_atomic
@@ -33,9 +35,11 @@ def make_random_version(
     temperature: float = 1.0,
     promote: bool = True,
     metrics: dict | None = None,
+    tokenizer: Tokenizer = CURRENT,
 ) -> int:
     """Publish a random-weight version of ``name`` and optionally promote it; return its number."""
-    vocab = Vocabulary.build([tokenize(" ".join(WORDS))], min_count=1, max_len=64, head=16)
+    vocab = Vocabulary.build([tokenizer.tokenize(" ".join(WORDS))], min_count=1, max_len=64, head=16,
+                             tokenizer=tokenizer)
     weights = random_weights(len(vocab), 8, 6, bidirectional=True, pooling="meanmax", seed=seed)
     with registry.staging_dir(name) as staging:
         vocab.save(staging / TOKENIZER_FILE)
@@ -56,6 +60,14 @@ def make_random_version(
     if promote:
         registry.promote(name, version)
     return version
+
+
+def tokenize_as_before_version_2(text: str) -> list[str]:
+    """Tokenise exactly as the code did before tokenizer version 2 existed (what v1 models saw)."""
+    apostrophes = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+    text = re.sub(r"<[^>]{0,100}>", " ", text)
+    text = unicodedata.normalize("NFKC", text).lower().translate(apostrophes)
+    return _TOKEN.findall(text)
 
 
 def png(width: int = 1, height: int = 1) -> bytes:

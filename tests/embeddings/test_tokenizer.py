@@ -20,6 +20,7 @@ from embeddings.tokenizer import (
     tokenize,
 )
 from embeddings.vocabulary import Vocabulary
+from tests.fakes import tokenize_as_before_version_2
 
 V1, V2 = TOKENIZERS[1], TOKENIZERS[2]
 
@@ -62,14 +63,6 @@ def test_version_1_keeps_its_own_behaviour():
     assert V1.tokenize("This movie<br /><br />wasn't") == ["this", "movie", "wasn't"]
 
 
-def _old_v1_tokenize(text: str) -> list[str]:
-    """The tokenizer of version 1 exactly as it was written before version 2 existed."""
-    apostrophes = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-    text = re.sub(r"<[^>]{0,100}>", " ", text)
-    text = unicodedata.normalize("NFKC", text).lower().translate(apostrophes)
-    return _TOKEN.findall(text)
-
-
 def _no_long_mark_run(text: str) -> bool:
     run = 0
     for ch in unicodedata.normalize("NFKD", text):
@@ -87,12 +80,12 @@ MARKUP = st.sampled_from(["<", ">", "<br />", "</b>", "<3", "> 9", "<a b='c'>", 
 def test_version_1_equals_the_old_implementation(text):
     """Old artifacts score exactly as before: v1 today == the code they were trained with."""
     if _no_long_mark_run(text):
-        assert V1.tokenize(text) == _old_v1_tokenize(text)
+        assert V1.tokenize(text) == tokenize_as_before_version_2(text)
 
 
 def test_version_1_equals_the_old_implementation_on_long_angle_bracket_runs():
     for text in ["<" * 500 + ">", "<" * 150 + "a" * 40 + ">", "x<" * 300 + "y>" + "z" * 120 + ">", ">" * 300]:
-        assert V1.tokenize(text) == _old_v1_tokenize(text)
+        assert V1.tokenize(text) == tokenize_as_before_version_2(text)
 
 
 # -- artifacts record the version; unknown versions are refused -----------------------------------------

@@ -3,9 +3,13 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from embeddings.tokenizer import TOKENIZERS
 from embeddings.vocabulary import OOV_ID, PAD_ID, Vocabulary, pad_batch, truncate_head_tail
+from tests.conftest import DATA_DIR
+from tests.fakes import tokenize_as_before_version_2
 
 
 def test_build_orders_by_frequency_then_token_and_respects_min_count():
@@ -44,3 +48,16 @@ def test_pad_batch_right_pads_with_zero():
     batch = pad_batch([np.array([5, 6, 7]), np.array([8])])
     assert batch.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID]]
     assert batch.dtype == np.int64
+
+
+@pytest.mark.parametrize("max_len, head", [(600, 150), (128, 32), (64, 0)])
+def test_version_1_vocabularies_encode_imdb_reviews_exactly_as_before(max_len, head):
+    """A model trained before tokenizer version 2 is fed the very ids it was validated with."""
+    texts = pd.read_csv(DATA_DIR / "train.csv.gz", nrows=3000)["text"].tolist()
+    texts.sort(key=len)
+    texts = texts[-150:] + ["I <3 this film, it is better than > 90% of films", "＜b＞great＜/b＞"]
+    old_tokens = [tokenize_as_before_version_2(t) for t in texts]
+    vocab = Vocabulary.build(old_tokens, min_count=2, max_len=max_len, head=head, tokenizer=TOKENIZERS[1])
+    assert max(map(len, old_tokens)) > 1.5 * max_len  # long reviews: the head+tail reading matters
+    for text, tokens in zip(texts, old_tokens, strict=True):
+        assert vocab.encode(text).tolist() == vocab.ids_for_tokens(tokens)

@@ -16,7 +16,8 @@ import pytest
 from embeddings.tokenizer import tokenize
 from registry.artifact import REPORT_DIR
 from registry.store import Registry
-from tests.fakes import add_fake_report, make_random_version, png
+from embeddings.tokenizer import TOKENIZERS
+from tests.fakes import add_fake_report, make_random_version, png, tokenize_as_before_version_2
 from tests.service.spec import validate
 
 PREDICT = "/v1/predict"
@@ -328,6 +329,21 @@ def test_version_with_a_negative_temperature_is_refused_and_counted(make_app, fa
     assert 'sentiment_model_reloads_total{model="sentiment",result="failure"} 1.0' in text
     states = {s["version"]: s["state"] for s in client.get(STATUS).get_json()["model_version_status"]}
     assert states == {"1": "AVAILABLE", "2": "END"}
+
+
+def test_a_model_trained_with_tokenizer_1_is_served_with_tokenizer_1(make_app, tmp_path):
+    registry = Registry(tmp_path / "old-models")
+    make_random_version(registry, tokenizer=TOKENIZERS[1])
+    app = make_app(registry)
+    predictor = app.extensions["sentiment"].manager.current()
+    assert predictor.vocabulary.tokenizer.version == 1
+    texts = ["I <3 this film, it is better than > 90% of films", "<b>great</b> film", "awful <3 acting ＜i＞"]
+    old_ids = [np.array(predictor.vocabulary.ids_for_tokens(tokenize_as_before_version_2(t))) for t in texts]
+    expected = predictor.score_ids(old_ids)
+    body = post_json(app.test_client(), PREDICT, {"texts": texts}).get_json()
+    assert [p["probability"] for p in body["predictions"]] == pytest.approx(list(expected), abs=1e-9)
+    explained = post_json(app.test_client(), EXPLAIN, {"text": texts[0]}).get_json()
+    assert [t["token"] for t in explained["tokens"]] == ["i", "90", "of", "films"]
 
 
 def test_model_failure_is_a_json_500_without_internals(app, client):
