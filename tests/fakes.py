@@ -16,7 +16,8 @@ import onnx
 from embeddings.tokenizer import tokenize
 from embeddings.vocabulary import Vocabulary
 from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, REPORT_DIR, TOKENIZER_FILE
-from registry.store import MANIFEST, Registry, write_json_atomic
+from registry.files import write_json_atomic
+from registry.store import MANIFEST, Registry
 from training.onnx_export import build_onnx_model, random_weights
 
 WORDS = (

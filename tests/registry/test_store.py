@@ -38,7 +38,7 @@ def test_unknown_versions_and_names_are_refused(tmp_path):
     with pytest.raises(RegistryError, match="no version 7"):
         registry.promote("sentiment", 7)
     with pytest.raises(RegistryError):
-        registry.model_dir("../etc")
+        registry.model_home("../etc")
 
 
 def test_failed_staging_leaves_nothing_behind(tmp_path):
