@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from training.data import DataError, load_labelled, load_unlabelled, stratified_sample, train_validation_split
-from training.fetch import convert, main as fetch_main, sha256_of
+from registry.files import file_sha256
+from training.fetch import convert, main as fetch_main
 
 
 def write(tmp_path, name, frame):
@@ -110,7 +111,7 @@ def test_fetch_converts_a_local_archive_and_verifies_downloads(tmp_path):
     url = archive.as_uri()
     assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", "0" * 64]) == 2
     assert not (tmp_path / "dl" / "aclImdb_v1.tar.gz").exists()
-    assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", sha256_of(archive)]) == 0
+    assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", file_sha256(archive)]) == 0
     assert (tmp_path / "dl" / "train.csv.gz").exists()
 
 

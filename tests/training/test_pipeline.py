@@ -15,7 +15,7 @@ from registry.store import Registry
 from tests.conftest import DATA_DIR, PROJECT_ROOT
 from training.config import preset
 from training.data import DataError, load_labelled, stratified_sample
-from training.pipeline import Policy, decide, retrain, text_key
+from training.pipeline import Policy, RetrainOptions, decide, retrain, text_key
 
 pytestmark = pytest.mark.slow
 TINY = preset("tiny").to_dict()
@@ -60,8 +60,9 @@ def setup(trained_registry, tmp_path):
 
 
 def run(registry, gold, drop, **kwargs):
-    return retrain(registry, "sentiment", drop=drop, gold=gold, data_dir=DATA_DIR, policy=kwargs.pop("policy", Policy()),
-                   config_overrides={**TINY, **kwargs.pop("overrides", {})}, **kwargs)
+    overrides = {**TINY, **kwargs.pop("overrides", {})}
+    options = RetrainOptions(drop=drop, gold=gold, data_dir=DATA_DIR, config_overrides=overrides, **kwargs)
+    return retrain(registry, "sentiment", options)
 
 
 def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
@@ -73,7 +74,7 @@ def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
     manifest = registry.manifest("sentiment", 2)
     assert manifest["lineage"]["parent_version"] == 1
     assert str(drop / "batch1.csv") in manifest["lineage"]["data_fingerprints"]
-    out = registry.model_dir("sentiment") / "runs"
+    out = registry.model_home("sentiment") / "runs"
     run_dir = next(out.iterdir())
     assert {"report.json", "report.md", "comparison.png"} <= {p.name for p in run_dir.iterdir()}
     with pytest.raises(DataError, match="no new files"):
@@ -120,7 +121,7 @@ def test_two_concurrent_runs_cannot_both_write(setup):
     # The first run waits for the lock (our probe below takes it for an instant); the second must not.
     first = subprocess.Popen(cli(registry, gold, drop, "--lock-timeout", "60"), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    lock_file = registry.model_dir("sentiment") / ".lock"
+    lock_file = registry.model_home("sentiment") / ".lock"
     deadline = time.time() + 60
     # Wait until the first run has the lock (it logs its first step after taking it).
     while time.time() < deadline and first.poll() is None:
@@ -145,7 +146,7 @@ def test_run_killed_midway_leaves_production_and_drop_untouched(setup):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert registry.versions("sentiment") == [1] and registry.production_version("sentiment") == 1
-    assert not (registry.model_dir("sentiment") / "pipeline" / "consumed.json").exists()
+    assert not (registry.model_home("sentiment") / "pipeline" / "consumed.json").exists()
     again = subprocess.run(cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["candidate_version"] == 2
