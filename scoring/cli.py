@@ -15,22 +15,13 @@ from typing import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
 from scoring.config import ENGINES, INPUT_FORMATS, OUTPUT_FORMATS, JobConfig, ScoringError, available_cores
 from scoring.score import ERROR_CODES
 
 log = logging.getLogger("scoring")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except for required flags, switches and "not set" (None) defaults."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        """Return the help text, with "(default: …)" only where a default means something."""
-        if action.required or action.default in (None, False):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,17 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="format of the output part files")
     io.add_argument("--keep-columns", action="store_true",
                     help="copy every input column to the output, not only the id "
-                         "(a column named score/label/model_version/error becomes input_<name>)")
+                         "(a column named like a result column, e.g. probability or label, becomes input_<name>)")
     io.add_argument("--max-chars", type=int, default=100_000,
                     help="longer texts are not scored and get error 'text_too_long'")
     io.add_argument("--overwrite", action="store_true",
                     help="replace the output of a different job in --output instead of refusing "
                          "(deletes only the scorer's own files)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model-dir", type=Path, default=Path("models"), help="model registry root folder")
-    model.add_argument("--model-name", default="sentiment", help="model name in the registry")
-    model.add_argument("--model-version", type=int, default=None,
-                       help="version to score with (default: the current production version)")
+    add_registry_arguments(parser, version_help="version to score with: a number, or 'production' (the version "
+                           "production names when the job starts)")
     run = parser.add_argument_group("execution")
     run.add_argument("--chunk-size", type=int, default=5_000,
                      help="rows read, scored and written per part; bounds memory and the work lost to a crash")
@@ -100,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         keep_columns=args.keep_columns,
         max_chars=args.max_chars,
         overwrite=args.overwrite,
-        model_dir=args.model_dir,
+        model_dir=args.registry_root,
         model_name=args.model_name,
         model_version=args.model_version,
         chunk_size=args.chunk_size,
@@ -119,10 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scoring.job import run_job  # after argument parsing: --help stays fast
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(quiet=args.quiet)
     if args.engine == "dask":
         import distributed  # noqa: F401 - configures its loggers on import; override that below
 

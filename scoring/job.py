@@ -28,14 +28,11 @@ def resolve_model(config: JobConfig) -> tuple[Path, int]:
     """Return the version directory and number to score with; ScoringError if there is none."""
     registry = Registry(config.model_dir)
     try:
-        version = config.model_version
-        if version is None:  # read the pointer once: a promotion in between must not mix two versions
-            version = registry.production_version(config.model_name)
-            if version is None:
-                raise RegistryError(f"model {config.model_name!r} has no production version")
-        return registry.version_dir(config.model_name, version).resolve(), int(version)
+        # The pointer is read once: a promotion during the job must not mix two versions.
+        version = registry.resolve_version(config.model_name, config.model_version)
+        return registry.version_dir(config.model_name, version).resolve(), version
     except RegistryError as exc:
-        known = registry.versions(config.model_name) if registry.model_dir(config.model_name).is_dir() else []
+        known = registry.versions(config.model_name) if registry.model_home(config.model_name).is_dir() else []
         raise ScoringError(f"{exc} (registry {config.model_dir}; versions available: {known or 'none'})") from exc
 
 

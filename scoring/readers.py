@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from registry.files import TABLE_SUFFIXES
 from scoring.config import ScoringError
 
 if TYPE_CHECKING:
@@ -32,11 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUFFIXES: dict[str, tuple[str, ...]] = {
-    "parquet": (".parquet", ".parq", ".pq"),
-    "csv": (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".tsv"),
-    "jsonl": (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz"),
-}
+SUFFIXES = TABLE_SUFFIXES  # the file endings of each format, shared with the trainer
 #: Rows sampled from each JSON Lines file to learn its keys and value types.
 JSONL_SAMPLE_ROWS = 1_000
 #: Bytes per Dask partition of an uncompressed JSON Lines file (split at line boundaries).
@@ -130,7 +127,7 @@ def _read_jsonl(path: Any, **kwargs: Any) -> Any:
 def _read_csv(path: Any, **kwargs: Any) -> Any:
     """Call pandas' CSV reader with the options every consumer here must share."""
     # Text only, and only empty fields are null: a review reading "NA" or "null" is still a review.
-    sep = "\t" if str(path).lower().endswith(".tsv") else ","
+    sep = "\t" if str(path).lower().endswith((".tsv", ".tsv.gz")) else ","
     return pd.read_csv(
         path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding_errors="replace", **kwargs
     )

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from registry.store import write_json_atomic
+from registry.files import atomic_path, write_json_atomic
 from scoring.config import ScoringError
 from scoring.score import ScoreSpec
 
@@ -45,7 +44,8 @@ PART_PREFIX = "part-"
 EXTENSIONS = {"parquet": ".parquet", "csv": ".csv"}
 
 RESULT_FIELDS = [
-    pa.field("score", pa.float64()),  # calibrated P(positive); null when the row has an error
+    pa.field("probability", pa.float64()),  # calibrated P(positive); null when the row has an error
+    pa.field("score", pa.float64()),  # the same, under its deprecated name (one more release)
     pa.field("label", pa.string()),  # "positive" / "negative"; null when the row has an error
     pa.field("model_version", pa.int64()),
     pa.field("error", pa.string()),  # null when scored, else one of scoring.score.ERROR_CODES
@@ -115,19 +115,11 @@ class PartWriter:
         """Write part ``index`` (temp file, fsync, rename) and return its manifest record."""
         table = to_arrow(frame, self.schema)
         final = Path(self.directory) / self.file_name(index)
-        tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                if self.format == "parquet":
-                    pq.write_table(table, fh, compression="zstd")
-                else:
-                    pacsv.write_csv(table, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_path(final) as tmp:
+            if self.format == "parquet":
+                pq.write_table(table, str(tmp), compression="zstd")
+            else:
+                pacsv.write_csv(table, str(tmp))
         record = {"part": index, "file": final.name, **count_part(frame)}
         if start is not None:
             record["start"], record["stop"] = start, start + len(frame)

@@ -40,12 +40,13 @@ def test_scores_every_format_and_reports_bad_rows(
     assert main(cli_args(source, out, registry)) == 0
 
     scored = read_output(out)
-    assert scored.columns.tolist() == ["id", "score", "label", "model_version", "error"]
+    assert scored.columns.tolist() == ["id", "probability", "score", "label", "model_version", "error"]
+    assert scored["score"].equals(scored["probability"])  # the deprecated name, kept for one release
     assert scored["id"].tolist() == messy["id"].tolist()  # nothing lost, nothing reordered
     expected = _expected_errors(len(messy), fmt)
     assert [None if pd.isna(e) else e for e in scored["error"]] == expected
     ok = scored["error"].isna()
-    assert scored.loc[ok, "score"].between(0, 1).all() and scored.loc[~ok, "score"].isna().all()
+    assert scored.loc[ok, "probability"].between(0, 1).all() and scored.loc[~ok, "probability"].isna().all()
     assert set(scored.loc[ok, "label"]) <= {"positive", "negative"} and scored.loc[~ok, "label"].isna().all()
 
     summary = json.loads((out / SUMMARY_FILE).read_text())
@@ -67,8 +68,8 @@ def test_keep_columns_and_csv_output(tmp_path: Path, registry: Registry, reviews
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.csv", "part-00001.csv", "part-00002.csv",
                                                          "part-00003.csv"]
     scored = read_output(out)
-    assert scored.columns.tolist() == ["id", "rating", "input_label", "text", "score", "label", "model_version",
-                                       "error"]
+    assert scored.columns.tolist() == ["id", "rating", "input_label", "text", "probability", "score", "label",
+                                       "model_version", "error"]
     assert scored["id"].tolist() == frame["id"].tolist()
     assert scored["text"].tolist() == frame["text"].tolist()
     assert scored["input_label"].astype(int).tolist() == frame["label"].tolist()
