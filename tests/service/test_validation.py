@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.refusals import InvalidRequest, PayloadTooLarge
 from service.validation import (
     Limits,
     decode_json,
