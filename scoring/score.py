@@ -76,7 +76,10 @@ def get_predictor(spec: ScoreSpec) -> Predictor:
         predictor = _predictors.get(key)
         if predictor is None:
             predictor = Predictor.load(
-                spec.version_dir, runtime="onnx", intra_op_threads=spec.threads, max_batch_size=spec.batch_size
+                spec.version_dir,
+                runtime="onnx",
+                intra_op_threads=spec.threads,
+                max_batch_size=spec.batch_size,
             )
             _predictors[key] = predictor
             _loads[spec.version_dir] += 1

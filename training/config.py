@@ -39,7 +39,9 @@ class TrainConfig:
     w2v_epochs: int = 5  # passes over the corpus
     w2v_sg: bool = True  # skip-gram (True) or CBOW (False)
     w2v_negative: int = 5  # negative samples
-    w2v_workers: int = 2  # gensim worker threads (more than 1 makes word2vec, hence the run, non-reproducible)
+    w2v_workers: int = (
+        2  # gensim worker threads (more than 1 makes word2vec, hence the run, non-reproducible)
+    )
 
     # -- model: Embedding → (Bi)LSTM → pooling → Dropout → Dense(1, sigmoid) ------------------
     units: int = 96  # LSTM units per direction
@@ -102,9 +104,18 @@ PRESETS: dict[str, TrainConfig] = {
     ),
 }
 # For tests of the machinery (registry, pipeline) where model quality does not matter: ~10 s.
-PRESETS["tiny"] = PRESETS["small"].replace(sample=400, unlabelled_sample=0, max_vocab=2000, units=8, w2v_dim=16,
-                                           max_len=64, head_len=16, parity_reviews=64, frozen_epochs=1,
-                                           finetune_epochs=1)
+PRESETS["tiny"] = PRESETS["small"].replace(
+    sample=400,
+    unlabelled_sample=0,
+    max_vocab=2000,
+    units=8,
+    w2v_dim=16,
+    max_len=64,
+    head_len=16,
+    parity_reviews=64,
+    frozen_epochs=1,
+    finetune_epochs=1,
+)
 
 
 def preset(name: str) -> TrainConfig:
@@ -113,4 +124,3 @@ def preset(name: str) -> TrainConfig:
         return dataclasses.replace(PRESETS[name])
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-

@@ -48,12 +48,14 @@ from registry.store import Registry, RegistryError
 from training.config import TrainConfig, preset
 from training.data import DataError, LabelledData, default_data_dir, fingerprint, load_labelled
 from training.evaluate import evaluate_labelled
-from training.train import TrainingInputs, load_inputs, train_version
+from training.train import TrainingInputs, TrainResult, load_inputs, train_version
 
 log = logging.getLogger(__name__)
 
 #: Gold-set metrics the promotion gate and the run report compare.
 GATE_METRICS = ("accuracy", "f1", "roc_auc", "ece", "log_loss")
+#: What the retrain command prints of its report (the whole report is in report_dir).
+SUMMARY_KEYS = ("run_id", "promoted", "reason", "candidate_version", "parent_version", "gold", "report_dir")
 
 
 @dataclass
@@ -327,6 +329,70 @@ def final_decision(metrics: dict, options: RetrainOptions) -> tuple[bool, str]:
     return promote, reason
 
 
+def train_candidate(
+    registry: Registry,
+    name: str,
+    config: TrainConfig,
+    data: Ingested,
+    production: int | None,
+    options: RetrainOptions,
+    run_id: str,
+) -> TrainResult:
+    """Train a candidate version from the gathered data; it is never promoted here."""
+    w2v = None
+    if options.continue_word2vec and production is not None:
+        w2v = registry.version_dir(name, production) / WORD2VEC_FILE
+    new_rows = sum(len(f) for f in data.new_rows.values())
+    extra = {"retrain": {"run_id": run_id, "new_rows": new_rows, "shuffled_labels": options.shuffle_labels}}
+    return train_version(
+        config,
+        data.inputs,
+        registry,
+        name,
+        promote="never",
+        parent_version=production,
+        previous_word2vec=w2v,
+        extra_manifest=extra,
+    )
+
+
+def run_report(
+    run_id: str,
+    name: str,
+    options: RetrainOptions,
+    config: TrainConfig,
+    data: Ingested,
+    result: TrainResult,
+    production: int | None,
+    gold: dict,
+    decision: tuple[bool, str],
+    timings: dict[str, float],
+) -> dict:
+    """Return the run's report: decision, gold metrics, what was ingested, config and lineage."""
+    entries = data.entries.values()
+    return {
+        "run_id": run_id,
+        "model": name,
+        "promoted": decision[0],
+        "reason": decision[1],
+        "candidate_version": result.version,
+        "parent_version": production,
+        "gold_file": str(options.gold),
+        "gold_sha256": fingerprint(options.gold),
+        "gold": gold,
+        "ingest": {
+            "files": [e["file"] for e in entries],
+            "rows_added": sum(e["rows_added"] for e in entries),
+            "duplicates": sum(e["duplicates"] for e in entries),
+        },
+        "config": config.to_dict(),
+        "data_fingerprints": data.inputs.fingerprints,
+        "timings": timings,
+        "validation_metrics": result.manifest["metrics"],
+        "dry_run": options.dry_run,
+    }
+
+
 def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
     """Run one retraining cycle; return its report (also written under ``<model>/runs/<run_id>``)."""
     started = time.perf_counter()
@@ -355,58 +421,21 @@ def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
 
         # 3. Train the candidate from production's configuration.
         t0 = time.perf_counter()
-        w2v = (
-            registry.version_dir(name, production) / WORD2VEC_FILE
-            if options.continue_word2vec and production is not None
-            else None
-        )
-        new_rows = sum(len(f) for f in data.new_rows.values())
-        extra = {
-            "retrain": {"run_id": run_id, "new_rows": new_rows, "shuffled_labels": options.shuffle_labels}
-        }
-        result = train_version(
-            config,
-            data.inputs,
-            registry,
-            name,
-            promote="never",
-            parent_version=production,
-            previous_word2vec=w2v,
-            extra_manifest=extra,
-        )
+        result = train_candidate(registry, name, config, data, production, options, run_id)
         timings["train_s"] = time.perf_counter() - t0
 
         # 4. Evaluate both on the same gold set, and decide.
         t0 = time.perf_counter()
-        metrics = gold_metrics(
-            registry, name, {"candidate": result.version, "production": production}, gold_data
-        )
+        roles = {"candidate": result.version, "production": production}
+        metrics = gold_metrics(registry, name, roles, gold_data)
         timings["evaluate_s"] = time.perf_counter() - t0
         promote, reason = final_decision(metrics, options)
 
         # 5. Report, then the atomic steps: promotion, consumed files, pruning.
         timings["total_s"] = time.perf_counter() - started
-        report = {
-            "run_id": run_id,
-            "model": name,
-            "promoted": promote,
-            "reason": reason,
-            "candidate_version": result.version,
-            "parent_version": production,
-            "gold_file": str(options.gold),
-            "gold_sha256": fingerprint(options.gold),
-            "gold": metrics,
-            "ingest": {
-                "files": [e["file"] for e in data.entries.values()],
-                "rows_added": sum(e["rows_added"] for e in data.entries.values()),
-                "duplicates": sum(e["duplicates"] for e in data.entries.values()),
-            },
-            "config": config.to_dict(),
-            "data_fingerprints": data.inputs.fingerprints,
-            "timings": timings,
-            "validation_metrics": result.manifest["metrics"],
-            "dry_run": options.dry_run,
-        }
+        report = run_report(
+            run_id, name, options, config, data, result, production, metrics, (promote, reason), timings
+        )
         out_dir = registry.model_home(name) / "runs" / f"{run_id}-v{result.version}"
         write_comparison(out_dir, report)
         report["report_dir"] = str(out_dir)
@@ -416,11 +445,14 @@ def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
             registry.promote(name, result.version)
         if not options.dry_run:
             folder.record(data.entries, data.new_rows)
-        outcome = "PROMOTED" if promote else "kept as non-production"
-        log.info("candidate v%d %s: %s", result.version, outcome, reason)
-        report["pruned"] = (
-            registry.prune(name, options.keep_last) if options.keep_last and not options.dry_run else []
+        log.info(
+            "candidate v%d %s: %s",
+            result.version,
+            "PROMOTED" if promote else "kept as non-production",
+            reason,
         )
+        prune = options.keep_last and not options.dry_run
+        report["pruned"] = registry.prune(name, options.keep_last) if prune else []
     return report
 
 
@@ -448,14 +480,8 @@ def make_gold(
 
 
 # -- command line ---------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    """Return the CLI parser with the retrain, rollback, promote, status and make-gold commands."""
-    parser = argparse.ArgumentParser(
-        prog="python -m training.pipeline", description=__doc__, formatter_class=DocHelpFormatter
-    )
-    add_registry_arguments(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_retrain_command(sub: argparse._SubParsersAction) -> None:
+    """Add the ``retrain`` subcommand and its flags."""
     r = sub.add_parser(
         "retrain",
         help="ingest new data, train a candidate, promote it if it is not worse",
@@ -500,28 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="promote only if gold ECE is at most this much above production's",
     )
     r.add_argument(
-        "--dry-run", action="store_true", help="train and evaluate, never promote or consume files"
-    )
-    r.add_argument("--force-promote", action="store_true", help="promote even if the candidate is worse")
-    r.add_argument(
-        "--continue-word2vec",
-        action="store_true",
-        help="continue training production's word2vec instead of rebuilding it",
-    )
-    r.add_argument(
         "--keep-last",
         type=int,
         default=5,
         help="keep this many newest versions (never pruning production or its parent); 0 = keep all",
-    )
-    r.add_argument(
-        "--allow-empty", action="store_true", help="retrain even if the drop folder has nothing new"
-    )
-    r.add_argument("--skip-bad-rows", action="store_true", help="skip and count unusable rows in new files")
-    r.add_argument(
-        "--shuffle-labels",
-        action="store_true",
-        help="train on shuffled labels (a deliberately bad candidate, to check the promotion gate)",
     )
     r.add_argument(
         "--lock-timeout",
@@ -535,6 +543,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep running: retrain every N hours (for the compose 'trainer' service)",
     )
+    switches = {
+        "--dry-run": "train and evaluate, never promote or consume files",
+        "--force-promote": "promote even if the candidate is worse",
+        "--allow-empty": "retrain even if the drop folder has nothing new",
+        "--skip-bad-rows": "skip and count unusable rows in new files",
+        "--shuffle-labels": "train on shuffled labels (a deliberately bad candidate, to check the promotion gate)",
+        "--continue-word2vec": "continue training production's word2vec instead of rebuilding it",
+    }
+    for flag, text in switches.items():
+        r.add_argument(flag, action="store_true", help=text)
+
+
+def add_make_gold_command(sub: argparse._SubParsersAction) -> None:
+    """Add the ``make-gold`` subcommand and its flags."""
+    g = sub.add_parser(
+        "make-gold",
+        help="split a labelled file into a frozen gold set and a training remainder",
+        formatter_class=HelpFormatter,
+    )
+    g.add_argument("--source", type=Path, required=True, help="labelled file to split")
+    g.add_argument("--rows", type=int, default=2000, help="gold set size")
+    g.add_argument("--out", type=Path, default=Path("data/gold.csv"), help="gold set file to write")
+    g.add_argument(
+        "--remainder", type=Path, default=Path("data/train-without-gold.csv"), help="the rest, to train on"
+    )
+    g.add_argument("--seed", type=int, default=2024, help="seed of the split")
+    g.add_argument("--text-column", default="text", help="text column")
+    g.add_argument("--label-column", default="label", help="label column")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the CLI parser with the retrain, rollback, promote, status and make-gold commands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m training.pipeline", description=__doc__, formatter_class=DocHelpFormatter
+    )
+    add_registry_arguments(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_retrain_command(sub)
 
     sub.add_parser("rollback", help="make the previous production version production again")
     p = sub.add_parser(
@@ -551,20 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("status", help="print versions, production and the last runs as JSON")
 
-    g = sub.add_parser(
-        "make-gold",
-        help="split a labelled file into a frozen gold set and a training remainder",
-        formatter_class=HelpFormatter,
-    )
-    g.add_argument("--source", type=Path, required=True, help="labelled file to split")
-    g.add_argument("--rows", type=int, default=2000, help="gold set size")
-    g.add_argument("--out", type=Path, default=Path("data/gold.csv"), help="gold set file to write")
-    g.add_argument(
-        "--remainder", type=Path, default=Path("data/train-without-gold.csv"), help="the rest, to train on"
-    )
-    g.add_argument("--seed", type=int, default=2024, help="seed of the split")
-    g.add_argument("--text-column", default="text", help="text column")
-    g.add_argument("--label-column", default="label", help="label column")
+    add_make_gold_command(sub)
     return parser
 
 
@@ -595,16 +629,7 @@ def retrain_loop(registry: Registry, name: str, options: RetrainOptions, every_h
     while True:
         try:
             report = retrain(registry, name, options)
-            keys = (
-                "run_id",
-                "promoted",
-                "reason",
-                "candidate_version",
-                "parent_version",
-                "gold",
-                "report_dir",
-            )
-            print(json.dumps({k: report[k] for k in keys}, indent=2))
+            print(json.dumps({k: report[k] for k in SUMMARY_KEYS}, indent=2))
         except Exception as exc:  # noqa: BLE001 - a scheduler must outlive one bad run
             if every_hours is None:
                 raise

@@ -338,6 +338,20 @@ def build_manifest(
     }
 
 
+def write_artifact(staging: Path, manifest: dict, evaluation: dict, history: list[dict]) -> None:
+    """Write the validation report, then the manifest: last, since a folder without it is never published."""
+    from training.report import write_report
+
+    context = {
+        "validation rows": manifest["data"]["validation_rows"],
+        "best epoch": manifest["metrics"]["best_epoch"],
+        "training time (s)": round(manifest["timings"]["total_s"]),
+    }
+    title = f"Model {manifest['name']}: validation report"
+    write_report(staging / REPORT_DIR, title, evaluation, history=history, context=context)
+    write_json_atomic(staging / MANIFEST, manifest)
+
+
 def publish(registry: Registry, name: str, staging: Path, promote: str) -> tuple[int, bool]:
     """Commit the staging folder as the next version; promote it as asked; return (version, promoted)."""
     if promote not in PROMOTE_CHOICES:
@@ -368,7 +382,6 @@ def train_version(
 
     from training.fit import fit, logit_function
     from training.model import build_classifier, logit_model
-    from training.report import write_report
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -408,28 +421,11 @@ def train_version(
             parent_version=parent_version,
         )
         manifest.update(extra_manifest or {})
-        context = {
-            "validation rows": len(data.x_val),
-            "best epoch": fitted.best_epoch,
-            "training time (s)": round(timings["total_s"]),
-        }
-        write_report(
-            staging / REPORT_DIR,
-            f"Model {name}: validation report",
-            evaluation,
-            history=fitted.history,
-            context=context,
-        )
-        write_json_atomic(staging / MANIFEST, manifest)
+        write_artifact(staging, manifest, evaluation, fitted.history)
         version, promoted = publish(registry, name, staging, promote)
     path = registry.version_dir(name, version)
     log.info(
-        "published %s version %d at %s (promoted: %s) in %.0f s",
-        name,
-        version,
-        path,
-        promoted,
-        timings["total_s"],
+        "published %s v%d at %s (promoted: %s) in %.0f s", name, version, path, promoted, timings["total_s"]
     )
     return TrainResult(version, path, manifest, promoted)
 

@@ -25,14 +25,21 @@ def test_registry_flags_read_the_environment_once_and_flags_win(monkeypatch, tmp
     monkeypatch.setenv("SENTIMENT_MODEL_DIR", str(tmp_path / "reg"))
     monkeypatch.setenv("SENTIMENT_MODEL_NAME", "reviews")
     args = _parser(version_help="which version").parse_args([])
-    assert (args.registry_root, args.model_name, args.model_version) == (tmp_path / "reg", "reviews", PRODUCTION)
-    args = _parser(version_help="which version").parse_args(["--model-dir", "x", "--model-name", "y",
-                                                             "--model-version", "3"])
+    assert (args.registry_root, args.model_name, args.model_version) == (
+        tmp_path / "reg",
+        "reviews",
+        PRODUCTION,
+    )
+    args = _parser(version_help="which version").parse_args(
+        ["--model-dir", "x", "--model-name", "y", "--model-version", "3"]
+    )
     assert (args.registry_root, args.model_name, args.model_version) == (Path("x"), "y", 3)
     monkeypatch.delenv("SENTIMENT_MODEL_DIR")
     monkeypatch.delenv("SENTIMENT_MODEL_NAME")
-    assert (_parser().parse_args([]).registry_root, _parser().parse_args([]).model_name) == (Path("models"),
-                                                                                               "sentiment")
+    assert (_parser().parse_args([]).registry_root, _parser().parse_args([]).model_name) == (
+        Path("models"),
+        "sentiment",
+    )
 
 
 @pytest.mark.parametrize("text, expected", [("production", PRODUCTION), ("Production", PRODUCTION), ("7", 7)])
@@ -48,9 +55,19 @@ def test_version_type_refuses_anything_else(text):
 
 @pytest.mark.parametrize("module", CLIS)
 def test_every_cli_help_says_each_default_once_and_honours_the_registry_env(module, tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "SENTIMENT_MODEL_DIR": str(tmp_path / "reg"), "PYTHONPATH": str(PROJECT_ROOT)}
-    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=PROJECT_ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SENTIMENT_MODEL_DIR": str(tmp_path / "reg"),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())  # argparse wraps lines
     for line in text.split(" --")[1:]:
@@ -60,6 +77,8 @@ def test_every_cli_help_says_each_default_once_and_honours_the_registry_env(modu
 
 
 def test_the_plumbing_imports_neither_tensorflow_nor_flask():
-    code = ("import sys, registry.cli, registry.files, registry.store, scoring.cli; "
-            "bad = {'tensorflow', 'keras', 'flask'} & set(sys.modules); assert not bad, bad")
+    code = (
+        "import sys, registry.cli, registry.files, registry.store, scoring.cli; "
+        "bad = {'tensorflow', 'keras', 'flask'} & set(sys.modules); assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, check=True, timeout=60)

@@ -41,9 +41,20 @@ def test_file_sha256_matches_hashlib(tmp_path):
     assert file_sha256(path) == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("name, fmt", [("a.csv", "csv"), ("A.CSV.GZ", "csv"), ("a.tsv", "csv"), ("a.parquet", "parquet"),
-                                       ("a.pq", "parquet"), ("a.jsonl.gz", "jsonl"), ("a.ndjson", "jsonl"),
-                                       ("a.xlsx", None), ("csv", None)])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("a.csv", "csv"),
+        ("A.CSV.GZ", "csv"),
+        ("a.tsv", "csv"),
+        ("a.parquet", "parquet"),
+        ("a.pq", "parquet"),
+        ("a.jsonl.gz", "jsonl"),
+        ("a.ndjson", "jsonl"),
+        ("a.xlsx", None),
+        ("csv", None),
+    ],
+)
 def test_table_format_from_the_file_name(name, fmt):
     assert table_format(name) == fmt
 

@@ -25,8 +25,12 @@ def write(tmp_path, name, frame):
 
 @pytest.mark.parametrize("name", ["r.csv", "r.csv.gz", "r.parquet", "r.jsonl"])
 def test_reads_every_table_format_and_label_spelling(tmp_path, name):
-    frame = pd.DataFrame({"review": ["good", "bad", "fine", "awful", "ok", "meh"],
-                          "sentiment": ["pos", "neg", "Positive", "NEGATIVE", "1", "0"]})
+    frame = pd.DataFrame(
+        {
+            "review": ["good", "bad", "fine", "awful", "ok", "meh"],
+            "sentiment": ["pos", "neg", "Positive", "NEGATIVE", "1", "0"],
+        }
+    )
     data = load_labelled(write(tmp_path, name, frame), text_column="review", label_column="sentiment")
     assert data.texts == frame["review"].tolist()
     assert data.labels.tolist() == [1, 0, 1, 0, 1, 0]
@@ -41,11 +45,15 @@ def test_missing_column_names_file_and_columns(tmp_path):
 def test_bad_rows_are_reported_with_row_numbers_or_skipped_and_counted(tmp_path):
     frame = pd.DataFrame({"text": ["good", "", "  ", "bad", "ok"], "label": [1, 0, 1, "maybe", 0]})
     path = write(tmp_path, "r.csv", frame)
-    with pytest.raises(DataError, match=r"column 'text' has empty or non-text values in data rows 2, 3 \(2 rows\)"):
+    with pytest.raises(
+        DataError, match=r"column 'text' has empty or non-text values in data rows 2, 3 \(2 rows\)"
+    ):
         load_labelled(path)
     frame.loc[1:2, "text"] = "fine"
     write(tmp_path, "r.csv", frame)
-    with pytest.raises(DataError, match=r"column 'label' has unknown label values in data rows 4 \(1 rows\); e\.g\. 'maybe'"):
+    with pytest.raises(
+        DataError, match=r"column 'label' has unknown label values in data rows 4 \(1 rows\); e\.g\. 'maybe'"
+    ):
         load_labelled(path)
     frame.loc[1:2, "text"] = ""
     write(tmp_path, "r.csv", frame)

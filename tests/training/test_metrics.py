@@ -46,8 +46,13 @@ def _old_reliability(labels, probs, bins=15):
     for b in range(bins):
         in_bin = which == b
         if in_bin.any():
-            rows.append({"predicted": float(probs[in_bin].mean()), "observed": float(labels[in_bin].mean()),
-                         "count": int(in_bin.sum())})
+            rows.append(
+                {
+                    "predicted": float(probs[in_bin].mean()),
+                    "observed": float(labels[in_bin].mean()),
+                    "count": int(in_bin.sum()),
+                }
+            )
     return rows
 
 
@@ -60,8 +65,13 @@ def _old_classification(labels, probs):
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / len(labels), "precision": precision, "recall": recall, "f1": f1,
-            "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp}}
+    return {
+        "accuracy": (tp + tn) / len(labels),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
+    }
 
 
 def _cases():
@@ -83,7 +93,9 @@ def test_library_metrics_equal_the_hand_written_ones(name, labels, probs):
     for key in ("accuracy", "precision", "recall", "f1"):
         assert got[key] == pytest.approx(old[key], rel=1e-12, abs=1e-15), key
     assert log_loss(labels, probs) == pytest.approx(_old_log_loss(labels, probs), rel=1e-12)
-    assert expected_calibration_error(labels, probs) == pytest.approx(_old_ece(labels, probs), rel=1e-12, abs=1e-15)
+    assert expected_calibration_error(labels, probs) == pytest.approx(
+        _old_ece(labels, probs), rel=1e-12, abs=1e-15
+    )
     new_rows, old_rows = reliability_table(labels, probs), _old_reliability(labels, probs)
     assert [r["count"] for r in new_rows] == [r["count"] for r in old_rows]
     for new, ref in zip(new_rows, old_rows):
@@ -97,8 +109,11 @@ def test_temperature_matches_the_former_fit_and_improves_log_loss():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 2000)
     logits = 4.0 * (rng.normal(0, 1, 2000) + (labels - 0.5))  # overconfident on purpose
-    old = minimize_scalar(lambda t: _old_log_loss(labels, _old_sigmoid(logits / np.exp(t))), bounds=(-3.0, 3.0),
-                          method="bounded")
+    old = minimize_scalar(
+        lambda t: _old_log_loss(labels, _old_sigmoid(logits / np.exp(t))),
+        bounds=(-3.0, 3.0),
+        method="bounded",
+    )
     temperature = fit_temperature(labels, logits)
     assert temperature == pytest.approx(float(np.exp(old.x)), rel=1e-6)
     assert temperature > 1.5
