@@ -123,7 +123,6 @@ class Predictor:
         log.info("loaded model %s version %s (%s runtime)", artifact.name, artifact.version, runtime)
         return cls(artifact, backend, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
 
-
     # -- the core ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Tokenise and encode texts exactly as at training time."""
