@@ -128,3 +128,11 @@ def test_fetch_checks_a_local_archive_only_when_a_checksum_is_given(tmp_path):
     assert fetch_main(["--dest", str(tmp_path / "a"), "--source", str(archive)]) == 0
     assert fetch_main(["--dest", str(tmp_path / "b"), "--source", str(archive), "--sha256", "0" * 64]) == 2
     assert not (tmp_path / "b" / "train.csv.gz").exists()
+
+
+def test_split_keeps_the_rows_every_existing_model_was_trained_on():
+    """The seed → rows mapping is part of a model's lineage: a refactor must not change it."""
+    labels = np.array([0] * 70 + [1] * 30)
+    _, val = train_validation_split(labels, 0.2, seed=1337)
+    assert val.tolist() == [14, 18, 19, 21, 23, 24, 27, 30, 37, 42, 47, 51, 52, 67, 71, 72, 83, 86, 87, 88]
+    assert stratified_sample(labels, 10, 1337).tolist() == [12, 27, 34, 36, 47, 57, 63, 74, 75, 80]
