@@ -10,7 +10,7 @@ import orjson
 from dataclasses import dataclass
 from typing import Any
 
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.refusals import InvalidRequest, PayloadTooLarge
 
 
 @dataclass(frozen=True)

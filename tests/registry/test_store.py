@@ -38,7 +38,7 @@ def test_unknown_versions_and_names_are_refused(tmp_path):
     with pytest.raises(RegistryError, match="no version 7"):
         registry.promote("sentiment", 7)
     with pytest.raises(RegistryError):
-        registry.model_dir("../etc")
+        registry.model_home("../etc")
 
 
 def test_failed_staging_leaves_nothing_behind(tmp_path):
@@ -114,8 +114,10 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path):
         from tests.fakes import make_random_version
         print(make_random_version(Registry({str(tmp_path)!r}), promote=False))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              cwd=PROJECT_ROOT) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        for _ in range(4)
+    ]
     numbers = sorted(int(p.communicate(timeout=60)[0]) for p in procs)
     assert numbers == [1, 2, 3, 4]
     assert Registry(tmp_path).versions("sentiment") == [1, 2, 3, 4]
