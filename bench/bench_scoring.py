@@ -76,8 +76,10 @@ def make_fake_model(root: Path, name: str, size: str, texts: list[str]) -> Regis
     from embeddings.tokenizer import tokenize
     from embeddings.vocabulary import Vocabulary
     from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, TOKENIZER_FILE
-    from registry.store import MANIFEST, write_json_atomic
-    from training.onnx_export import build_onnx_model, random_weights
+    from registry.files import write_json_atomic
+    from registry.store import MANIFEST
+    from training.onnx_export import build_onnx_model
+    from training.weights import random_weights
 
     dims = {"tiny": dict(vocab=2_000, embed=16, units=8, max_len=64, head=16),
             "full": dict(vocab=60_000, embed=200, units=96, max_len=400, head=100)}[size]

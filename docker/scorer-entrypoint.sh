@@ -2,9 +2,11 @@
 # Entrypoint of the scorer image (docker/Dockerfile.scorer).
 #
 # - No arguments, or a first argument that is a flag: run the batch scorer with its input, output,
-#   model and engine taken from the environment, then the given flags (argparse keeps the last
-#   value of a repeated flag, so `--input other.csv` overrides SENTIMENT_SCORE_INPUT):
+#   model version and engine taken from the environment, then the given flags (argparse keeps the
+#   last value of a repeated flag, so `--input other.csv` overrides SENTIMENT_SCORE_INPUT):
 #       python -m scoring --input "$SENTIMENT_SCORE_INPUT" --output "$SENTIMENT_SCORE_OUTPUT" ... "$@"
+#   The registry and model name come from SENTIMENT_MODEL_DIR and SENTIMENT_MODEL_NAME, read by the
+#   scorer itself (as by every CLI of the project).
 # - Anything else runs as given: `dask scheduler ...`, `dask worker ...`, `python -m scoring --help`.
 set -eu
 
@@ -22,8 +24,6 @@ if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
     set -- python -m scoring \
         --input "${SENTIMENT_SCORE_INPUT:-/data/incoming}" \
         --output "${SENTIMENT_SCORE_OUTPUT:-/data/scored}" \
-        --model-dir "${SENTIMENT_MODEL_DIR:-/models}" \
-        --model-name "${SENTIMENT_MODEL_NAME:-sentiment}" \
         --engine "$engine" \
         "$@"
 fi

@@ -20,6 +20,9 @@ PAD_ID = 0
 OOV_ID = 1
 PAD_TOKEN = "<pad>"
 OOV_TOKEN = "<oov>"
+#: The truncation rule's defaults; training.config.TrainConfig uses the same constants.
+DEFAULT_MAX_LEN = 600  # tokens kept per review (head + tail)
+DEFAULT_HEAD = 150  # of which the first ones; the rest come from the end of the review
 
 
 def truncate_head_tail(ids: Sequence[int], max_len: int, head: int) -> list[int]:
@@ -38,8 +41,8 @@ class Vocabulary:
     """An ordered token list, the truncation rule, and the tokenizer version that made the tokens."""
 
     tokens: list[str]
-    max_len: int = 400
-    head: int = 100
+    max_len: int = DEFAULT_MAX_LEN
+    head: int = DEFAULT_HEAD
     tokenizer: Tokenizer = field(default=CURRENT, repr=False)
     _index: dict[str, int] = field(init=False, repr=False)
 
@@ -60,8 +63,8 @@ class Vocabulary:
         *,
         max_size: int = 100_000,
         min_count: int = 2,
-        max_len: int = 400,
-        head: int = 100,
+        max_len: int = DEFAULT_MAX_LEN,
+        head: int = DEFAULT_HEAD,
         tokenizer: Tokenizer = CURRENT,
     ) -> "Vocabulary":
         """Count tokens and keep the ``max_size`` most frequent seen at least ``min_count`` times.

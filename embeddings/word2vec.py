@@ -54,7 +54,11 @@ def train_word2vec(
         )
     log.info(
         "word2vec: %d texts, %.1fM tokens, %d words, %d dims, %.0f s",
-        len(token_lists), n_tokens / 1e6, len(model.wv), model.vector_size, time.perf_counter() - started,
+        len(token_lists),
+        n_tokens / 1e6,
+        len(model.wv),
+        model.vector_size,
+        time.perf_counter() - started,
     )
     return model
 

@@ -17,12 +17,12 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from embeddings.vocabulary import pad_batch
+from inference import RUNTIMES
 from inference.batching import BatchPolicy, CostModel, plan_batches
 from registry.artifact import ONNX_FILE, SAVED_MODEL_DIR, Artifact
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("onnx", "savedmodel")
 POSITIVE, NEGATIVE = "positive", "negative"
 
 
@@ -55,7 +55,7 @@ class OnnxRuntimeBackend:
 class SavedModelBackend:
     """Runs ``saved_model/`` with TensorFlow (heavier: ~0.8 GB per process)."""
 
-    def __init__(self, model_dir: Path, intra_op_threads: int = 1) -> None:
+    def __init__(self, saved_model_path: Path, intra_op_threads: int = 1) -> None:
         import tensorflow as tf
 
         try:
@@ -64,7 +64,7 @@ class SavedModelBackend:
         except RuntimeError:  # TF already initialised in this process (e.g. right after training)
             log.debug("TensorFlow thread pools already set; keeping them")
         self._tf = tf
-        self.model = tf.saved_model.load(str(model_dir))
+        self.model = tf.saved_model.load(str(saved_model_path))
 
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """Return the raw logits for one padded batch."""
@@ -73,7 +73,10 @@ class SavedModelBackend:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Return a numerically stable logistic function of ``x``."""
+    """Return a numerically stable logistic function of ``x`` (the one every package uses).
+
+    numpy rather than ``scipy.special.expit``: the api and scorer images carry no scipy.
+    """
     x = np.asarray(x, dtype=np.float64)
     return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
 
@@ -119,7 +122,6 @@ class Predictor:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {RUNTIMES}")
         log.info("loaded model %s version %s (%s runtime)", artifact.name, artifact.version, runtime)
         return cls(artifact, backend, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
-
 
     # -- the core ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> list[np.ndarray]:

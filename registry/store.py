@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from registry.files import fsync_dir, fsync_tree, write_json_atomic
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -46,42 +48,6 @@ class RegistryError(Exception):
     """A registry operation cannot be carried out (unknown model or version, bad pointer)."""
 
 
-def fsync_dir(path: Path) -> None:
-    """Flush a directory's entries (a rename or a new file in it) to disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    """Flush every file and directory under ``root`` (and ``root``) to disk, before publishing it."""
-    for folder, _, files in os.walk(root, topdown=False):
-        for name in files:
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(folder))
-
-
-def write_json_atomic(path: Path, doc: dict) -> None:
-    """Write JSON to ``path`` so that readers see the old file or the new one, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)  # the rename itself survives a crash only once its directory is flushed
-
-
 class Registry:
     """Lists, creates, promotes, rolls back and prunes model versions under one root directory."""
 
@@ -90,24 +56,22 @@ class Registry:
         self._held: dict[str, int] = {}  # locks this object holds, so nested lock() calls re-enter
 
     # -- reading -----------------------------------------------------------------------------
-    def model_dir(self, name: str) -> Path:
-        """Return the directory holding every version of ``name``."""
+    def model_home(self, name: str) -> Path:
+        """Return ``<root>/<name>``: every version of ``name``, its production pointer, lock and runs."""
         if not name or "/" in name or name.startswith("."):
             raise RegistryError(f"invalid model name {name!r}")
         return self.root / name
 
     def versions(self, name: str) -> list[int]:
         """Return the complete versions of ``name``, oldest first."""
-        d = self.model_dir(name)
+        d = self.model_home(name)
         if not d.is_dir():
             return []
-        return sorted(
-            int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file()
-        )
+        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / MANIFEST).is_file())
 
     def version_dir(self, name: str, version: int) -> Path:
         """Return the directory of one complete version, or raise RegistryError."""
-        path = self.model_dir(name) / str(int(version))
+        path = self.model_home(name) / str(int(version))
         if not (path / MANIFEST).is_file():
             raise RegistryError(f"model {name!r} has no version {version}")
         return path
@@ -118,7 +82,7 @@ class Registry:
 
     def pointer(self, name: str) -> dict | None:
         """Return the production pointer document, or None when nothing was promoted yet."""
-        path = self.model_dir(name) / POINTER
+        path = self.model_home(name) / POINTER
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -129,12 +93,22 @@ class Registry:
         doc = self.pointer(name)
         return None if doc is None else int(doc["version"])
 
+    def resolve_version(self, name: str, version: int | str | None) -> int:
+        """Return the version number ``version`` stands for; "production" (or None) reads the pointer once.
+
+        Raises RegistryError when there is no production version or no such version.
+        """
+        if version is None or version == "production":
+            number = self.production_version(name)
+            if number is None:
+                raise RegistryError(f"model {name!r} has no production version in {self.root}")
+            version = number
+        self.version_dir(name, int(version))
+        return int(version)
+
     def production_dir(self, name: str) -> Path:
         """Return the production version's directory, or raise RegistryError."""
-        version = self.production_version(name)
-        if version is None:
-            raise RegistryError(f"model {name!r} has no production version in {self.root}")
-        return self.version_dir(name, version)
+        return self.version_dir(name, self.resolve_version(name, "production"))
 
     # -- writing -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -147,7 +121,7 @@ class Registry:
             finally:
                 self._held[name] -= 1
             return
-        d = self.model_dir(name)
+        d = self.model_home(name)
         d.mkdir(parents=True, exist_ok=True)
         with open(d / ".lock", "a+") as fh:
             deadline = time.monotonic() + timeout
@@ -174,7 +148,7 @@ class Registry:
         can tell it from one whose writer died. If the block raises, the directory is deleted and
         the registry is untouched.
         """
-        d = self.model_dir(name)
+        d = self.model_home(name)
         d.mkdir(parents=True, exist_ok=True)
         self.clean_leftovers(name, wait=False)
         tmp = d / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
@@ -192,7 +166,7 @@ class Registry:
         """Durably and atomically publish a filled staging directory as the next version number."""
         if not (Path(staging) / MANIFEST).is_file():
             raise RegistryError(f"{staging} has no {MANIFEST}: refusing to publish it")
-        d = self.model_dir(name)
+        d = self.model_home(name)
         fsync_tree(Path(staging))  # the rename must never publish files still in the page cache
         while True:
             existing = [int(p.name) for p in d.iterdir() if p.name.isdigit()]
@@ -215,7 +189,7 @@ class Registry:
         writer keeps its own), and temporary files of the production pointer. Nothing younger
         than ``min_age_s`` seconds is touched.
         """
-        d = self.model_dir(name)
+        d = self.model_home(name)
         if not d.is_dir():
             return []
         try:
@@ -262,7 +236,7 @@ class Registry:
             old = self.pointer(name) or {"history": []}
             history = [v for v in old.get("history", []) if v != version] + [int(version)]
             write_json_atomic(
-                self.model_dir(name) / POINTER,
+                self.model_home(name) / POINTER,
                 {"version": int(version), "history": history, "updated_at": time.time()},
             )
         log.info("model %s: version %s is now production", name, version)
@@ -276,12 +250,12 @@ class Registry:
         doc = self.pointer(name)
         if not doc:
             raise RegistryError(f"model {name!r} has no production version to roll back")
-        history = [v for v in doc.get("history", []) if (self.model_dir(name) / str(v) / MANIFEST).is_file()]
+        history = [v for v in doc.get("history", []) if (self.model_home(name) / str(v) / MANIFEST).is_file()]
         if len(history) < 2:
             raise RegistryError(f"model {name!r} has no earlier production version")
         previous = history[-2]
         write_json_atomic(
-            self.model_dir(name) / POINTER,
+            self.model_home(name) / POINTER,
             {"version": previous, "history": history[:-1], "updated_at": time.time()},
         )
         log.info("model %s: rolled back from %s to %s", name, history[-1], previous)
@@ -307,8 +281,8 @@ class Registry:
         doomed = [v for v in versions[: max(0, len(versions) - keep_last)] if v not in protected]
         for v in doomed:
             # Rename first so a reader never sees a half-deleted version as complete.
-            victim = self.model_dir(name) / f"{DELETING_PREFIX}{v}-{uuid.uuid4().hex}"
-            os.rename(self.model_dir(name) / str(v), victim)
+            victim = self.model_home(name) / f"{DELETING_PREFIX}{v}-{uuid.uuid4().hex}"
+            os.rename(self.model_home(name) / str(v), victim)
             shutil.rmtree(victim, ignore_errors=True)
         if doomed:
             log.info("model %s: pruned versions %s", name, doomed)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
 from scoring.config import ENGINES, INPUT_FORMATS, OUTPUT_FORMATS, JobConfig, ScoringError, available_cores
 from scoring.config import JobFailed, byte_size
 from scoring.score import ERROR_CODES
@@ -22,16 +22,6 @@ from scoring.score import ERROR_CODES
 log = logging.getLogger("scoring")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show defaults, except for required flags, switches and "not set" (None) defaults."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        """Return the help text, with "(default: …)" only where a default means something."""
-        if action.required or action.default in (None, False):
-            return action.help
-        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Score a file (or folder) of texts with a registered sentiment model. Writes numbered part "
             "files, a manifest that makes the job resumable (rerun the same command after a crash), "
             "and a summary. Rows that cannot be scored are kept with an 'error' value: "
-            + ", ".join(ERROR_CODES) + "."
+            + ", ".join(ERROR_CODES)
+            + "."
         ),
         formatter_class=HelpFormatter,
     )
@@ -61,17 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="format of the output part files")
     io.add_argument("--keep-columns", action="store_true",
                     help="copy every input column to the output, not only the id "
-                         "(a column named score/label/model_version/error becomes input_<name>)")
+                         "(a column named like a result column, e.g. probability or label, becomes input_<name>)")
     io.add_argument("--max-chars", type=int, default=100_000,
                     help="longer texts are not scored and get error 'text_too_long'")
     io.add_argument("--overwrite", action="store_true",
                     help="replace the output of a different job in --output instead of refusing "
                          "(deletes only the scorer's own files)")
-    model = parser.add_argument_group("model")
-    model.add_argument("--model-dir", type=str, default=Path("models"), help="model registry root folder")
-    model.add_argument("--model-name", default="sentiment", help="model name in the registry")
-    model.add_argument("--model-version", type=int, default=None,
-                       help="version to score with (default: the current production version)")
+    add_registry_arguments(
+        parser,
+        version_help="version to score with: a number, or 'production' (the version "
+        "production names when the job starts)",
+        root_type=str,  # a local folder or a URL such as s3://bucket/models (Path would mangle it)
+    )
     run = parser.add_argument_group("execution")
     run.add_argument("--chunk-size", type=int, default=5_000,
                      help="rows read, scored and written per part; bounds memory and the work lost to a crash")
@@ -106,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> JobConfig:
         keep_columns=args.keep_columns,
         max_chars=args.max_chars,
         overwrite=args.overwrite,
-        model_dir=args.model_dir,
+        model_dir=args.registry_root,
         model_name=args.model_name,
         model_version=args.model_version,
         chunk_size=args.chunk_size,
@@ -126,10 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from scoring.job import run_job  # after argument parsing: --help stays fast
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(quiet=args.quiet)
     if args.engine == "dask":
         import distributed  # noqa: F401 - configures its loggers on import; override that below
 

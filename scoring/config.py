@@ -61,11 +61,11 @@ class JobConfig:
     id_column: str = "id"  # column identifying each row; copied to the output unchanged
     input_format: str = "auto"  # auto (from the file extension) | csv | parquet | jsonl
     # -- model ---------------------------------------------------------------------------------
-    model_dir: str | Path = Path("models")  # registry root
+    model_dir: str | Path = Path("models")  # registry root (the folder holding <model_name>/<version>/)
     model_name: str = "sentiment"  # model name inside the registry
-    model_version: int | None = None  # None = the version currently marked production
+    model_version: int | str = "production"  # a version number, or "production" (read once at start)
     # -- output --------------------------------------------------------------------------------
-    output: str | Path = Path("scored")  # folder receiving part files, manifest.json and summary.json
+    output: str | Path = Path("scored")  # folder receiving part files, _manifest.json and _summary.json
     output_format: str = "parquet"  # parquet | csv
     keep_columns: bool = False  # copy every input column to the output, not only the id
     max_chars: int = 100_000  # longer texts are not scored (error "text_too_long")

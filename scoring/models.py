@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from registry.artifact import SERVING_FILES
+from registry.cli import PRODUCTION, VersionSpec
 from registry.store import MANIFEST, POINTER, Registry, RegistryError
 from scoring import storage
 from scoring.config import ScoringError
@@ -28,32 +29,30 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "SENTIMENT_MODEL_CACHE"
 
 
-def resolve_model(model_dir: str, name: str, version: int | None) -> tuple[str, int]:
+def resolve_model(model_dir: str, name: str, version: VersionSpec) -> tuple[str, int]:
     """Return the version directory (path or URL) and number to score with; ScoringError if none.
 
-    The production pointer is read once: a promotion in between must not mix two versions.
+    ``version`` is a number or "production". The production pointer is read once: a promotion in
+    between must not mix two versions.
     """
     if storage.is_url(model_dir):
         return _resolve_remote(model_dir, name, version)
     registry = Registry(model_dir)
     try:
-        if version is None:
-            version = registry.production_version(name)
-            if version is None:
-                raise RegistryError(f"model {name!r} has no production version")
-        return str(registry.version_dir(name, version).resolve()), int(version)
+        number = registry.resolve_version(name, version)
+        return str(registry.version_dir(name, number).resolve()), number
     except RegistryError as exc:
-        known = registry.versions(name) if registry.model_dir(name).is_dir() else []
+        known = registry.versions(name) if registry.model_home(name).is_dir() else []
         raise ScoringError(f"{exc} (registry {model_dir}; versions available: {known or 'none'})") from exc
 
 
-def _resolve_remote(root: str, name: str, version: int | None) -> tuple[str, int]:
+def _resolve_remote(root: str, name: str, version: VersionSpec) -> tuple[str, int]:
     """Resolve a version in a registry stored at a URL (the same layout, read through fsspec)."""
     if not name or "/" in name or name.startswith("."):
         raise ScoringError(f"invalid model name {name!r}")
     model_url = storage.join(root, name)
     try:
-        if version is None:
+        if version is None or version == PRODUCTION:
             try:
                 version = int(json.loads(storage.read_bytes(storage.join(model_url, POINTER)))["version"])
             except FileNotFoundError:

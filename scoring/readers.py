@@ -42,16 +42,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from registry.files import TABLE_SUFFIXES
 from scoring import storage
 from scoring.config import ScoringError
 
 log = logging.getLogger(__name__)
 
-SUFFIXES: dict[str, tuple[str, ...]] = {
-    "parquet": (".parquet", ".parq", ".pq"),
-    "csv": (".csv", ".csv.gz", ".csv.bz2", ".csv.xz", ".csv.zst", ".tsv"),
-    "jsonl": (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz"),
-}
+SUFFIXES = TABLE_SUFFIXES  # the file endings of each format, shared with the trainer
 #: Suffixes of compressed files (not splittable: streamed by the client, see the module docstring).
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zip")
 #: Rows sampled from each JSON Lines file to learn its keys and value types.
@@ -156,8 +153,8 @@ def _read_jsonl(path: Any, **kwargs: Any) -> Any:
 
 
 def _csv_separator(path: str) -> str:
-    """Return the field separator a CSV file name implies (tab for .tsv)."""
-    return "\t" if storage.basename(path).lower().endswith(".tsv") else ","
+    """Return the field separator a CSV file name implies (tab for .tsv and .tsv.gz)."""
+    return "\t" if storage.basename(path).lower().endswith((".tsv", ".tsv.gz")) else ","
 
 
 def _read_csv(source: Any, sep: str, **kwargs: Any) -> Any:

@@ -35,7 +35,10 @@ TEXT_TOO_LONG = "text_too_long"  # longer than max_chars: refused rather than to
 NON_FINITE_SCORE = "non_finite_score"  # the model returned NaN/inf (never expected; never hidden)
 ERROR_CODES = (NULL_TEXT, NOT_A_STRING, EMPTY_TEXT, TEXT_TOO_LONG, NON_FINITE_SCORE)
 
-RESULT_COLUMNS = ("score", "label", "model_version", "error")
+#: ``score`` is a copy of ``probability`` under its old name, written for one more release
+#: so that readers of the old column keep working, then removed (docs/scoring.md says so).
+DEPRECATED_SCORE_COLUMN = "score"
+RESULT_COLUMNS = ("probability", DEPRECATED_SCORE_COLUMN, "label", "model_version", "error")
 #: Input columns whose names clash with a result column are written as ``input_<name>``.
 RENAME_PREFIX = "input_"
 
@@ -75,7 +78,10 @@ def get_predictor(spec: ScoreSpec) -> Predictor:
         predictor = _predictors.get(key)
         if predictor is None:
             predictor = Predictor.load(
-                local_copy(spec.version_dir), runtime="onnx", intra_op_threads=spec.threads, max_batch_size=spec.batch_size
+                local_copy(spec.version_dir),
+                runtime="onnx",
+                intra_op_threads=spec.threads,
+                max_batch_size=spec.batch_size,
             )
             _predictors[key] = predictor
             _loads[spec.version_dir] += 1
@@ -113,7 +119,7 @@ def text_error(value: Any, max_chars: int) -> str | None:
 
 
 def score_chunk(frame: pd.DataFrame, spec: ScoreSpec) -> pd.DataFrame:
-    """Return one output row per input row: carried columns, score, label, model_version, error."""
+    """Return one output row per input row: carried columns, probability, score, label, model_version, error."""
     texts = frame[spec.text_column].tolist()
     n = len(texts)
     errors: list[str | None] = [text_error(v, spec.max_chars) for v in texts]
@@ -130,7 +136,8 @@ def score_chunk(frame: pd.DataFrame, spec: ScoreSpec) -> pd.DataFrame:
             else:
                 errors[i] = NON_FINITE_SCORE
     out = pd.DataFrame({spec.output_name(c): frame[c].to_numpy() for c in spec.carry})
-    out["score"] = scores
+    out["probability"] = scores
+    out[DEPRECATED_SCORE_COLUMN] = scores
     out["label"] = pd.Series(labels, dtype=object)
     out["model_version"] = np.full(n, spec.model_version, dtype=np.int64)
     out["error"] = pd.Series(errors, dtype=object)

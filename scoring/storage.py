@@ -18,9 +18,10 @@ import contextlib
 import io
 import os
 import posixpath
-import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterator
+
+from registry.files import atomic_path
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -181,16 +182,8 @@ def atomic_writer(path: PathLike) -> Iterator[IO[bytes]]:
         fs, inner = filesystem(str(path))
         fs.pipe_file(inner, buffer.getvalue())
         return
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # closed before atomic_path fsyncs and renames
+        yield fh
 
 
 def write_bytes(path: PathLike, data: bytes) -> None:

@@ -44,7 +44,8 @@ PART_PREFIX = "part-"
 EXTENSIONS = {"parquet": ".parquet", "csv": ".csv"}
 
 RESULT_FIELDS = [
-    pa.field("score", pa.float64()),  # calibrated P(positive); null when the row has an error
+    pa.field("probability", pa.float64()),  # calibrated P(positive); null when the row has an error
+    pa.field("score", pa.float64()),  # the same, under its deprecated name (one more release)
     pa.field("label", pa.string()),  # "positive" / "negative"; null when the row has an error
     pa.field("model_version", pa.int64()),
     pa.field("error", pa.string()),  # null when scored, else one of scoring.score.ERROR_CODES

@@ -18,6 +18,7 @@ from inference.explain import TooManyTokens
 from service.batcher import BatcherClosed, DeadlineExceeded, QueueFull
 from service.dataplane import InferenceError
 from service.model_manager import ModelUnavailable
+from service.refusals import ApiError, InvalidRequest, PayloadTooLarge  # noqa: F401 - the routes import them from here
 
 log = logging.getLogger(__name__)
 
@@ -39,35 +40,6 @@ _HTTP_CODES = {
     431: "headers_too_large",
     501: "not_implemented",
 }
-
-
-class ApiError(Exception):
-    """A request the service refuses, with its HTTP status and stable error code."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        if status is not None:
-            self.status = status
-
-
-class InvalidRequest(ApiError):
-    """The body is not a valid request document (malformed JSON, wrong types, empty text)."""
-
-    status = 400
-    code = "invalid_request"
-
-
-class PayloadTooLarge(ApiError):
-    """The body, the list of texts or one text exceeds a configured limit."""
-
-    status = 413
-    code = "payload_too_large"
 
 
 class UnsupportedMediaType(ApiError):

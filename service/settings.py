@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference import RUNTIMES
+
 ENV_PREFIX = "SENTIMENT_"
-RUNTIMES = ("onnx", "savedmodel")
 
 
 class SettingsError(ValueError):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.refusals import InvalidRequest, PayloadTooLarge
 from service.validation import Limits, check_texts, decode_json
 
 HEADER_LENGTH = "Inference-Header-Content-Length"

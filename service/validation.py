@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embeddings.tokenizer import nfkc_rewriting
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.refusals import InvalidRequest, PayloadTooLarge
 from service.settings import Settings
 
 

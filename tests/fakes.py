@@ -18,8 +18,10 @@ import onnx
 from embeddings.tokenizer import _TOKEN, CURRENT, Tokenizer
 from embeddings.vocabulary import Vocabulary
 from registry.artifact import ARTIFACT_FORMAT, ONNX_FILE, REPORT_DIR, TOKENIZER_FILE
-from registry.store import MANIFEST, Registry, write_json_atomic
-from training.onnx_export import build_onnx_model, random_weights
+from registry.files import write_json_atomic
+from registry.store import MANIFEST, Registry
+from training.onnx_export import build_onnx_model
+from training.weights import random_weights
 
 WORDS = (
     "great wonderful superb loved brilliant awful terrible boring worst hated "

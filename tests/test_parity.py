@@ -46,5 +46,5 @@ def test_predictor_service_savedmodel_and_batch_scorer_agree(trained_registry, t
     scored = pd.read_parquet(tmp_path / "out")
     scored = scored.iloc[np.argsort(scored["id"].astype(int).to_numpy())]  # CSV ids are read as text
     assert scored["error"].isna().all()
-    np.testing.assert_allclose(scored["score"].to_numpy(), reference, atol=1e-6)
+    np.testing.assert_allclose(scored["probability"].to_numpy(), reference, atol=1e-6)
     assert (scored["label"].to_numpy() == np.where(reference >= 0.5, "positive", "negative")).all()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from embeddings.vocabulary import DEFAULT_HEAD, DEFAULT_MAX_LEN
+
 
 @dataclass
 class TrainConfig:
@@ -28,8 +30,8 @@ class TrainConfig:
     # -- vocabulary / truncation -------------------------------------------------------------
     max_vocab: int = 60_000  # ids kept (including <pad> and <oov>); rarer words map to <oov>
     min_count: int = 2  # a word needs this many occurrences to get its own id
-    max_len: int = 600  # tokens kept per review (head + tail)
-    head_len: int = 150  # of which the first ones; the rest come from the end of the review
+    max_len: int = DEFAULT_MAX_LEN  # tokens kept per review (head + tail): 600
+    head_len: int = DEFAULT_HEAD  # of which the first ones (150); the rest come from the end of the review
 
     # -- word2vec (gensim) -------------------------------------------------------------------
     w2v_dim: int = 200  # embedding dimensions
@@ -37,7 +39,9 @@ class TrainConfig:
     w2v_epochs: int = 5  # passes over the corpus
     w2v_sg: bool = True  # skip-gram (True) or CBOW (False)
     w2v_negative: int = 5  # negative samples
-    w2v_workers: int = 2  # gensim worker threads (this machine has 2 cores)
+    w2v_workers: int = (
+        2  # gensim worker threads (more than 1 makes word2vec, hence the run, non-reproducible)
+    )
 
     # -- model: Embedding → (Bi)LSTM → pooling → Dropout → Dense(1, sigmoid) ------------------
     units: int = 96  # LSTM units per direction
@@ -100,9 +104,18 @@ PRESETS: dict[str, TrainConfig] = {
     ),
 }
 # For tests of the machinery (registry, pipeline) where model quality does not matter: ~10 s.
-PRESETS["tiny"] = PRESETS["small"].replace(sample=400, unlabelled_sample=0, max_vocab=2000, units=8, w2v_dim=16,
-                                           max_len=64, head_len=16, parity_reviews=64, frozen_epochs=1,
-                                           finetune_epochs=1)
+PRESETS["tiny"] = PRESETS["small"].replace(
+    sample=400,
+    unlabelled_sample=0,
+    max_vocab=2000,
+    units=8,
+    w2v_dim=16,
+    max_len=64,
+    head_len=16,
+    parity_reviews=64,
+    frozen_epochs=1,
+    finetune_epochs=1,
+)
 
 
 def preset(name: str) -> TrainConfig:
@@ -111,4 +124,3 @@ def preset(name: str) -> TrainConfig:
         return dataclasses.replace(PRESETS[name])
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-

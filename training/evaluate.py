@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from inference.predictor import RUNTIMES, Predictor
+from inference import RUNTIMES
+from inference.predictor import Predictor
+from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
 from registry.store import Registry, RegistryError
 from training.data import DataError, LabelledData, fingerprint, load_labelled
 from training.metrics import evaluate_logits
@@ -30,10 +32,18 @@ log = logging.getLogger(__name__)
 
 
 def evaluate_labelled(
-    registry: Registry, name: str, version: int, labelled: LabelledData, *, runtime: str = "onnx", bins: int = 15
+    registry: Registry,
+    name: str,
+    version: int,
+    labelled: LabelledData,
+    *,
+    runtime: str = "onnx",
+    bins: int = 15,
 ) -> tuple[dict, dict]:
     """Score already-loaded labelled data with one version; return (summary, evaluation with curves)."""
-    predictor = Predictor.load(registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1)
+    predictor = Predictor.load(
+        registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1
+    )
     started = time.perf_counter()
     logits = predictor.logits_for_ids(predictor.encode(labelled.texts))
     evaluation = evaluate_logits(labelled.labels, logits, predictor.temperature, bins)
@@ -64,13 +74,22 @@ def evaluate_file(
     bins: int = 15,
 ) -> dict:
     """Score a labelled file with one version; return metrics (and write a report if ``out_dir``)."""
-    labelled = load_labelled(data, text_column=text_column, label_column=label_column,
-                             skip_bad_rows=skip_bad_rows, aclimdb_split=aclimdb_split)
+    labelled = load_labelled(
+        data,
+        text_column=text_column,
+        label_column=label_column,
+        skip_bad_rows=skip_bad_rows,
+        aclimdb_split=aclimdb_split,
+    )
     summary, evaluation = evaluate_labelled(registry, name, version, labelled, runtime=runtime, bins=bins)
     result = {**summary, "data": str(data), "data_sha256": fingerprint(data)}
     if out_dir is not None:
-        write_report(out_dir, f"Model {name} v{version} on {Path(data).name}", evaluation,
-                     context={"data": str(data), "rows": len(labelled), "runtime": runtime})
+        write_report(
+            out_dir,
+            f"Model {name} v{version} on {Path(data).name}",
+            evaluation,
+            context={"data": str(data), "rows": len(labelled), "runtime": runtime},
+        )
         result["report"] = str(Path(out_dir) / "report.md")
     return result
 
@@ -80,47 +99,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description="Evaluate a model version on a labelled CSV/Parquet/JSONL file or aclImdb folder/archive; "
-                    "prints metrics JSON (accuracy, precision, recall, F1, ROC-AUC, log loss, ECE before and "
-                    "after temperature scaling, confusion matrix) and writes a Markdown report with plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "prints metrics JSON (accuracy, precision, recall, F1, ROC-AUC, log loss, ECE before and "
+        "after temperature scaling, confusion matrix) and writes a Markdown report with plots.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--data", type=Path, required=True, help="labelled file or aclImdb folder/archive")
-    parser.add_argument("--model-version", default="production",
-                        help="version number to evaluate, or 'production'")
-    parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("SENTIMENT_MODEL_DIR", "models")),
-                        help="model registry root (default: $SENTIMENT_MODEL_DIR or ./models)")
-    parser.add_argument("--model-name", default=os.environ.get("SENTIMENT_MODEL_NAME", "sentiment"),
-                        help="model name inside the registry")
     parser.add_argument("--text-column", default="text", help="column holding the texts")
-    parser.add_argument("--label-column", default="label", help="column holding 0/1, pos/neg or positive/negative")
-    parser.add_argument("--skip-bad-rows", action="store_true",
-                        help="skip (and count) empty/non-text rows and unknown labels instead of failing")
-    parser.add_argument("--aclimdb-split", default="test", choices=("train", "test"),
-                        help="which split to read when --data is an aclImdb folder or archive")
+    parser.add_argument(
+        "--label-column", default="label", help="column holding 0/1, pos/neg or positive/negative"
+    )
+    parser.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip (and count) empty/non-text rows and unknown labels instead of failing",
+    )
+    parser.add_argument(
+        "--aclimdb-split",
+        default="test",
+        choices=("train", "test"),
+        help="which split to read when --data is an aclImdb folder or archive",
+    )
     parser.add_argument("--runtime", default="onnx", choices=RUNTIMES, help="inference runtime to score with")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="report folder (default: reports/<name>-v<version>-<data name>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="report folder (default: reports/<name>-v<version>-<data name>)",
+    )
     parser.add_argument("--bins", type=int, default=15, help="bins of the expected calibration error")
+    add_registry_arguments(parser, version_help="version to evaluate: a number, or 'production'")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the evaluation CLI; exit 2 on bad input."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = Registry(args.model_dir)
+    configure_logging()
+    registry, name = Registry(args.registry_root), args.model_name
     try:
-        if args.model_version == "production":
-            version = registry.production_version(args.model_name)
-            if version is None:
-                raise RegistryError(f"model {args.model_name!r} has no production version in {args.model_dir}")
-        else:
-            version = int(args.model_version)
-        registry.version_dir(args.model_name, version)
-        out = args.out or Path("reports") / f"{args.model_name}-v{version}-{args.data.name.split('.')[0]}"
-        result = evaluate_file(registry, args.model_name, version, args.data, text_column=args.text_column,
-                               label_column=args.label_column, skip_bad_rows=args.skip_bad_rows,
-                               aclimdb_split=args.aclimdb_split, runtime=args.runtime, out_dir=out, bins=args.bins)
+        version = registry.resolve_version(name, args.model_version)
+        out = args.out or Path("reports") / f"{name}-v{version}-{args.data.name.split('.')[0]}"
+        result = evaluate_file(
+            registry,
+            name,
+            version,
+            args.data,
+            text_column=args.text_column,
+            label_column=args.label_column,
+            skip_bad_rows=args.skip_bad_rows,
+            aclimdb_split=args.aclimdb_split,
+            runtime=args.runtime,
+            out_dir=out,
+            bins=args.bins,
+        )
     except (DataError, RegistryError, ValueError) as exc:
         log.error("%s", exc)
         return 2

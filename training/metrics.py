@@ -1,60 +1,69 @@
-"""Classification and calibration metrics, and temperature scaling (numpy/scipy only)."""
+"""Classification and calibration metrics, and temperature scaling.
+
+scikit-learn computes the standard metrics; only the expected calibration error (which it does
+not provide) is written here.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
 
+from inference.predictor import sigmoid
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+#: Probabilities are clipped this far from 0 and 1 before the log loss, so one confident mistake
+#: costs at most -log(1e-7) ≈ 16 instead of infinity.
+PROBABILITY_EPS = 1e-7
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     """Return the mean binary cross-entropy (probabilities clipped away from 0 and 1)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
-    y = np.asarray(labels, dtype=np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    p = np.clip(np.asarray(probs, dtype=np.float64), PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    return float(skm.log_loss(np.asarray(labels, dtype=np.int64), p, labels=[0, 1]))
+
+
+def _bins(probs: np.ndarray, lower: float, bins: int) -> np.ndarray:
+    """Return each probability's equal-width bin over [lower, 1] (a value on an edge goes below)."""
+    edges = np.linspace(lower, 1.0, bins + 1)
+    return np.searchsorted(edges[1:-1], probs, side="left")
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
-    """Return the ECE of positive-class probabilities with equal-width bins over [0, 1]."""
+    """Return the ECE of positive-class probabilities (Guo et al. 2017; scikit-learn has none).
+
+    Bins the confidence of the predicted class over [0.5, 1] and averages |accuracy - confidence|
+    weighted by the share of rows in each bin.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
-    # Confidence of the predicted class, as in Guo et al. 2017.
     confidence = np.where(probs >= 0.5, probs, 1 - probs)
     correct = ((probs >= 0.5) == (labels == 1)).astype(np.float64)
-    edges = np.linspace(0.5, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    which = _bins(confidence, 0.5, bins)
     ece = 0.0
-    for b in range(bins):
+    for b in np.unique(which):
         in_bin = which == b
-        if in_bin.any():
-            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(ece)
 
 
 def reliability_table(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> list[dict]:
     """Return per-bin mean predicted probability, observed positive rate and count (for plots)."""
     probs = np.asarray(probs, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(probs, edges[1:-1], right=True), 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            rows.append({"predicted": float(probs[in_bin].mean()), "observed": float(labels[in_bin].mean()),
-                         "count": int(in_bin.sum())})
-    return rows
+    observed, predicted = calibration_curve(np.asarray(labels).astype(int), probs, n_bins=bins)
+    counts = np.bincount(_bins(probs, 0.0, bins), minlength=bins)
+    return [
+        {"predicted": float(p), "observed": float(o), "count": int(c)}
+        for p, o, c in zip(predicted, observed, counts[counts > 0])
+    ]
 
 
 def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     """Return the temperature T minimising the log loss of sigmoid(logit / T) (Guo et al. 2017)."""
-    labels = np.asarray(labels, dtype=np.float64)
     logits = np.asarray(logits, dtype=np.float64)
     result = minimize_scalar(
-        lambda log_t: log_loss(labels, _sigmoid(logits / np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded"
+        lambda log_t: log_loss(labels, sigmoid(logits / np.exp(log_t))), bounds=(-3.0, 3.0), method="bounded"
     )
     return float(np.exp(result.x))
 
@@ -64,19 +73,17 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = 15
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
     pred = (probs >= 0.5).astype(int)
-    tp = int(((pred == 1) & (labels == 1)).sum())
-    tn = int(((pred == 0) & (labels == 0)).sum())
-    fp = int(((pred == 1) & (labels == 0)).sum())
-    fn = int(((pred == 0) & (labels == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    tn, fp, fn, tp = (int(v) for v in skm.confusion_matrix(labels, pred, labels=[0, 1]).ravel())
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        labels, pred, average="binary", zero_division=0.0
+    )
     return {
         "n": int(len(labels)),
-        "accuracy": (tp + tn) / len(labels),
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "roc_auc": float(roc_auc_score(labels, probs)) if len(set(labels)) == 2 else None,
+        "accuracy": float(skm.accuracy_score(labels, pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "roc_auc": float(skm.roc_auc_score(labels, probs)) if len(set(labels)) == 2 else None,
         "log_loss": log_loss(labels, probs),
         "ece": expected_calibration_error(labels, probs, bins),
         "confusion_matrix": {"tn": tn, "fp": fp, "fn": fn, "tp": tp},
@@ -85,9 +92,10 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = 15
 
 def evaluate_logits(labels: np.ndarray, logits: np.ndarray, temperature: float, bins: int = 15) -> dict:
     """Return metrics before and after temperature scaling, plus the ROC curve and reliability bins."""
-    raw = _sigmoid(np.asarray(logits, dtype=np.float64))
-    scaled = _sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
-    fpr, tpr, _ = roc_curve(labels, scaled) if len(set(np.asarray(labels).tolist())) == 2 else ([], [], [])
+    logits = np.asarray(logits, dtype=np.float64)
+    raw, scaled = sigmoid(logits), sigmoid(logits / temperature)
+    both_classes = len(set(np.asarray(labels).tolist())) == 2
+    fpr, tpr, _ = skm.roc_curve(labels, scaled) if both_classes else ([], [], [])
     return {
         "temperature": temperature,
         "uncalibrated": classification_metrics(labels, raw, bins),

@@ -15,7 +15,7 @@ import numpy as np
 from keras import layers, ops
 
 from training.config import TrainConfig
-from training.onnx_export import ClassifierWeights, LstmWeights
+from training.weights import ClassifierWeights, LstmWeights
 
 
 @keras.saving.register_keras_serializable(package="sentiment")

@@ -19,34 +19,14 @@ Only numpy and onnx are imported: no TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from training.weights import ClassifierWeights
+
 OPSET = 17
 POOLINGS = ("last", "mean", "max", "meanmax")
-
-
-@dataclass
-class LstmWeights:
-    """Weights of one LSTM direction in Keras layout (gate order i, f, c, o)."""
-
-    kernel: np.ndarray  # [E, 4H]
-    recurrent_kernel: np.ndarray  # [H, 4H]
-    bias: np.ndarray  # [4H]
-
-
-@dataclass
-class ClassifierWeights:
-    """Everything the inference graph needs, extracted from a trained Keras model."""
-
-    embedding: np.ndarray  # [V, E]
-    directions: list[LstmWeights]  # forward (, backward)
-    dense_kernel: np.ndarray  # [F, 1]
-    dense_bias: np.ndarray  # [1]
-    pooling: str
 
 
 def _keras_to_onnx_gates(matrix: np.ndarray) -> np.ndarray:
@@ -55,21 +35,16 @@ def _keras_to_onnx_gates(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([i, o, f, c], axis=-1)
 
 
-def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
-    """Return a checked ONNX model computing ``logit`` and ``probability`` from ``input_ids``."""
-    if weights.pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {weights.pooling!r}")
-    n_dir = len(weights.directions)
-    hidden = weights.directions[0].recurrent_kernel.shape[0]
+def _lstm_initializers(weights: ClassifierWeights) -> list[onnx.TensorProto]:
+    """Return the embedding, LSTM (W, R, B) and dense weights in ONNX layout, plus shared constants."""
     f32 = np.float32
-
+    hidden = weights.directions[0].recurrent_kernel.shape[0]
     W = np.stack([_keras_to_onnx_gates(d.kernel).T for d in weights.directions]).astype(f32)
     R = np.stack([_keras_to_onnx_gates(d.recurrent_kernel).T for d in weights.directions]).astype(f32)
     B = np.stack(
         [np.concatenate([_keras_to_onnx_gates(d.bias), np.zeros(4 * hidden)]) for d in weights.directions]
     ).astype(f32)
-
-    inits = [
+    return [
         numpy_helper.from_array(weights.embedding.astype(f32), "embedding"),
         numpy_helper.from_array(W, "W"),
         numpy_helper.from_array(R, "R"),
@@ -79,7 +54,11 @@ def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
         numpy_helper.from_array(np.array(0, dtype=np.int64), "zero_i64"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
     ]
-    nodes = [
+
+
+def _lstm_nodes(weights: ClassifierWeights) -> list[onnx.NodeProto]:
+    """Return the nodes input_ids → mask, lengths, embedded sequence → LSTM outputs Y, Y_h."""
+    return [
         helper.make_node("Equal", ["input_ids", "zero_i64"], ["is_pad"]),
         helper.make_node("Not", ["is_pad"], ["mask"]),  # [B,T] bool
         helper.make_node("Cast", ["mask"], ["mask_i32"], to=TensorProto.INT32),
@@ -90,46 +69,59 @@ def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
             "LSTM",
             ["x", "W", "R", "B", "lengths"],
             ["Y", "Y_h"],
-            hidden_size=hidden,
-            direction="bidirectional" if n_dir == 2 else "forward",
+            hidden_size=weights.directions[0].recurrent_kernel.shape[0],
+            direction="bidirectional" if len(weights.directions) == 2 else "forward",
         ),
     ]
-    if weights.pooling == "last":
-        inits.append(numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape_bf"))
-        nodes += [
+
+
+def _pooling(pooling: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Return the nodes (and their constants) that turn the LSTM outputs into ``features`` [B,F]."""
+    if pooling == "last":
+        inits = [numpy_helper.from_array(np.array([0, -1], dtype=np.int64), "shape_bf")]
+        nodes = [
             helper.make_node("Transpose", ["Y_h"], ["h_bdh"], perm=[1, 0, 2]),  # [B,D,H]
             helper.make_node("Reshape", ["h_bdh", "shape_bf"], ["features"]),  # [B,D*H]
         ]
-    else:
-        inits.append(numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "shape_btf"))
+        return nodes, inits
+    inits = [numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "shape_btf")]
+    nodes = [
+        helper.make_node("Transpose", ["Y"], ["y_btdh"], perm=[2, 0, 1, 3]),  # [B,T,D,H]
+        helper.make_node("Reshape", ["y_btdh", "shape_btf"], ["seq"]),  # [B,T,D*H] fwd then bwd
+        helper.make_node("Unsqueeze", ["mask", "shape_bf_axis"], ["mask3"]),  # [B,T,1]
+    ]
+    inits.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "shape_bf_axis"))
+    pooled = []
+    if pooling in ("mean", "meanmax"):
         nodes += [
-            helper.make_node("Transpose", ["Y"], ["y_btdh"], perm=[2, 0, 1, 3]),  # [B,T,D,H]
-            helper.make_node("Reshape", ["y_btdh", "shape_btf"], ["seq"]),  # [B,T,D*H] fwd then bwd
-            helper.make_node("Unsqueeze", ["mask", "shape_bf_axis"], ["mask3"]),  # [B,T,1]
+            helper.make_node("Cast", ["mask3"], ["mask3_f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["seq", "mask3_f"], ["seq_masked"]),
+            helper.make_node("ReduceSum", ["seq_masked", "axis1"], ["seq_sum"], keepdims=0),
+            helper.make_node("Cast", ["lengths"], ["len_f"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["len_f", "axis1"], ["len_f2"]),  # [B,1]
+            helper.make_node("Div", ["seq_sum", "len_f2"], ["mean_pool"]),
         ]
-        inits.append(numpy_helper.from_array(np.array([2], dtype=np.int64), "shape_bf_axis"))
-        pooled = []
-        if weights.pooling in ("mean", "meanmax"):
-            nodes += [
-                helper.make_node("Cast", ["mask3"], ["mask3_f"], to=TensorProto.FLOAT),
-                helper.make_node("Mul", ["seq", "mask3_f"], ["seq_masked"]),
-                helper.make_node("ReduceSum", ["seq_masked", "axis1"], ["seq_sum"], keepdims=0),
-                helper.make_node("Cast", ["lengths"], ["len_f"], to=TensorProto.FLOAT),
-                helper.make_node("Unsqueeze", ["len_f", "axis1"], ["len_f2"]),  # [B,1]
-                helper.make_node("Div", ["seq_sum", "len_f2"], ["mean_pool"]),
-            ]
-            pooled.append("mean_pool")
-        if weights.pooling in ("max", "meanmax"):
-            inits.append(numpy_helper.from_array(np.array(-1e9, dtype=f32), "neg_big"))
-            nodes += [
-                helper.make_node("Where", ["mask3", "seq", "neg_big"], ["seq_for_max"]),
-                helper.make_node("ReduceMax", ["seq_for_max"], ["max_pool"], axes=[1], keepdims=0),
-            ]
-            pooled.append("max_pool")
-        if len(pooled) == 2:
-            nodes.append(helper.make_node("Concat", pooled, ["features"], axis=1))
-        else:
-            nodes.append(helper.make_node("Identity", pooled, ["features"]))
+        pooled.append("mean_pool")
+    if pooling in ("max", "meanmax"):
+        inits.append(numpy_helper.from_array(np.array(-1e9, dtype=np.float32), "neg_big"))
+        nodes += [
+            helper.make_node("Where", ["mask3", "seq", "neg_big"], ["seq_for_max"]),
+            helper.make_node("ReduceMax", ["seq_for_max"], ["max_pool"], axes=[1], keepdims=0),
+        ]
+        pooled.append("max_pool")
+    if len(pooled) == 2:
+        nodes.append(helper.make_node("Concat", pooled, ["features"], axis=1))
+    else:
+        nodes.append(helper.make_node("Identity", pooled, ["features"]))
+    return nodes, inits
+
+
+def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
+    """Return a checked ONNX model computing ``logit`` and ``probability`` from ``input_ids``."""
+    if weights.pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {weights.pooling!r}")
+    pooling_nodes, pooling_inits = _pooling(weights.pooling)
+    nodes = _lstm_nodes(weights) + pooling_nodes
     nodes += [
         helper.make_node("MatMul", ["features", "dense_kernel"], ["logit_nb"]),
         helper.make_node("Add", ["logit_nb", "dense_bias"], ["logit"]),  # [B,1]
@@ -143,32 +135,11 @@ def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
             helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["batch", 1]),
             helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1]),
         ],
-        initializer=inits,
+        initializer=_lstm_initializers(weights) + pooling_inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sentiment")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sentiment"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
-
-
-def random_weights(
-    vocab_size: int, embed_dim: int, units: int, *, bidirectional: bool = True, pooling: str = "meanmax", seed: int = 0
-) -> ClassifierWeights:
-    """Return random weights of the right shapes (for tests of the graph and of consumers)."""
-    rng = np.random.default_rng(seed)
-    dirs = [
-        LstmWeights(
-            rng.normal(0, 0.2, (embed_dim, 4 * units)),
-            rng.normal(0, 0.2, (units, 4 * units)),
-            rng.normal(0, 0.1, (4 * units,)),
-        )
-        for _ in range(2 if bidirectional else 1)
-    ]
-    features = units * len(dirs) * (2 if pooling == "meanmax" else 1)
-    return ClassifierWeights(
-        embedding=rng.normal(0, 0.5, (vocab_size, embed_dim)),
-        directions=dirs,
-        dense_kernel=rng.normal(0, 0.3, (features, 1)),
-        dense_bias=np.zeros(1),
-        pooling=pooling,
-    )

@@ -50,8 +50,12 @@ def plot_reliability(curves: dict, metrics: dict, path: Path) -> None:
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
     for key, name in (("uncalibrated", "before"), ("calibrated", "after")):
         rows = curves[f"reliability_{key}"]
-        ax.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], "o-",
-                label=f"{name} scaling (ECE {metrics[key]['ece'] * 100:.2f}%)")
+        ax.plot(
+            [r["predicted"] for r in rows],
+            [r["observed"] for r in rows],
+            "o-",
+            label=f"{name} scaling (ECE {metrics[key]['ece'] * 100:.2f}%)",
+        )
     ax.set_xlabel("predicted probability positive")
     ax.set_ylabel("observed fraction positive")
     ax.legend(loc="upper left")
@@ -65,8 +69,14 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def write_report(out_dir: Path, title: str, evaluation: dict, *, history: list[dict] | None = None,
-                 context: dict | None = None) -> Path:
+def write_report(
+    out_dir: Path,
+    title: str,
+    evaluation: dict,
+    *,
+    history: list[dict] | None = None,
+    context: dict | None = None,
+) -> Path:
     """Write metrics.json, PNG plots and report.md into ``out_dir``; return the Markdown path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -85,21 +95,39 @@ def write_report(out_dir: Path, title: str, evaluation: dict, *, history: list[d
     lines = [f"# {title}", ""]
     for key, value in (context or {}).items():
         lines.append(f"- **{key}**: {value}")
-    lines += ["", f"Temperature (fitted on the validation split): **{evaluation['temperature']:.4f}**", "",
-              "| metric | before scaling | after scaling |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        f"Temperature (fitted on the validation split): **{evaluation['temperature']:.4f}**",
+        "",
+        "| metric | before scaling | after scaling |",
+        "| --- | --- | --- |",
+    ]
     for metric in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "ece"):
-        lines.append(f"| {metric} | {_fmt(evaluation['uncalibrated'][metric])} | "
-                     f"{_fmt(evaluation['calibrated'][metric])} |")
+        lines.append(
+            f"| {metric} | {_fmt(evaluation['uncalibrated'][metric])} | "
+            f"{_fmt(evaluation['calibrated'][metric])} |"
+        )
     cm = evaluation["calibrated"]["confusion_matrix"]
-    lines += ["", "Confusion matrix (rows: true, columns: predicted):", "",
-              "| | predicted negative | predicted positive |", "| --- | --- | --- |",
-              f"| **negative** | {cm['tn']} | {cm['fp']} |", f"| **positive** | {cm['fn']} | {cm['tp']} |", ""]
+    lines += [
+        "",
+        "Confusion matrix (rows: true, columns: predicted):",
+        "",
+        "| | predicted negative | predicted positive |",
+        "| --- | --- | --- |",
+        f"| **negative** | {cm['tn']} | {cm['fp']} |",
+        f"| **positive** | {cm['fn']} | {cm['tp']} |",
+        "",
+    ]
     if history:
-        lines += ["| epoch | phase | lr | loss | accuracy | val_loss | val_accuracy | seconds |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| epoch | phase | lr | loss | accuracy | val_loss | val_accuracy | seconds |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for h in history:
-            lines.append(f"| {h['epoch']} | {h['phase']} | {h['lr']:.2e} | {h['loss']:.4f} | {h['accuracy']:.4f} | "
-                         f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['seconds']:.0f} |")
+            lines.append(
+                f"| {h['epoch']} | {h['phase']} | {h['lr']:.2e} | {h['loss']:.4f} | {h['accuracy']:.4f} | "
+                f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['seconds']:.0f} |"
+            )
         lines.append("")
     for caption, name in plots:
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]

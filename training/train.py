@@ -1,7 +1,8 @@
 """Train one model version end to end, top to bottom.
 
-data → tokenizer → vocabulary → word2vec → Embedding/LSTM classifier → temperature scaling →
-evaluation report → artifact (Keras, SavedModel, ONNX, tokenizer, manifest) → registry.
+data → tokenizer → vocabulary → word2vec → Embedding/LSTM classifier (training/fit.py) →
+temperature scaling → evaluation report → artifact (Keras, SavedModel, ONNX, tokenizer,
+manifest) → registry. :func:`train_version` reads as that list of named steps.
 
 Run ``python -m training.train --help`` for the command line; :func:`train_version` is the
 function the retraining pipeline calls.
@@ -10,7 +11,6 @@ function the retraining pipeline calls.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
@@ -22,7 +22,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -30,18 +30,37 @@ from tqdm import tqdm
 from embeddings.tokenizer import tokenize
 from embeddings.vocabulary import Vocabulary, pad_batch
 from embeddings.word2vec import embedding_matrix, train_word2vec
-from registry.artifact import (ARTIFACT_FORMAT, KERAS_FILE, ONNX_FILE, REPORT_DIR, SAVED_MODEL_DIR,
-                               TOKENIZER_FILE, WORD2VEC_FILE)
-from registry.store import MANIFEST, Registry, write_json_atomic
+from registry.artifact import (
+    ARTIFACT_FORMAT,
+    KERAS_FILE,
+    ONNX_FILE,
+    REPORT_DIR,
+    SAVED_MODEL_DIR,
+    TOKENIZER_FILE,
+    WORD2VEC_FILE,
+)
+from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
+from registry.files import write_json_atomic
+from registry.store import MANIFEST, Registry
 from training.config import PRESETS, TrainConfig, preset
-from training.data import (LabelledData, default_data_dir, fingerprint, load_labelled, load_unlabelled, resolve,
-                           stratified_sample, train_validation_split)
+from training.data import (
+    DataError,
+    LabelledData,
+    default_data_dir,
+    fingerprint,
+    load_labelled,
+    load_unlabelled,
+    resolve,
+    stratified_sample,
+    train_validation_split,
+)
 from training.metrics import evaluate_logits, fit_temperature
 
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "gensim", "onnx", "onnxruntime", "numpy", "pandas")
+PROMOTE_CHOICES = ("auto", "always", "never")
 
 
 @dataclass
@@ -63,11 +82,29 @@ class TrainResult:
     promoted: bool
 
 
+@dataclass
+class Prepared:
+    """The run's data made model-ready: vocabulary, word2vec, embedding matrix and encoded splits."""
+
+    vocab: Vocabulary
+    word2vec: Any  # gensim.models.Word2Vec
+    embedding: np.ndarray  # [vocabulary size, w2v_dim], row i = token id i
+    embedding_stats: dict
+    x_train: list[np.ndarray]
+    y_train: np.ndarray
+    x_val: list[np.ndarray]
+    y_val: np.ndarray
+
+
 def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingInputs:
     """Load the labelled and unlabelled files named by the config (sampled as configured)."""
     train_path = resolve(config.train_file, data_dir)
-    labelled = load_labelled(train_path, text_column=config.text_column, label_column=config.label_column,
-                             skip_bad_rows=config.skip_bad_rows)
+    labelled = load_labelled(
+        train_path,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        skip_bad_rows=config.skip_bad_rows,
+    )
     if config.sample:
         labelled = labelled.subset(stratified_sample(labelled.labels, config.sample, config.seed))
     fingerprints = {str(train_path): fingerprint(train_path)}
@@ -77,62 +114,104 @@ def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingIn
         unlabelled = load_unlabelled(unlabelled_path, text_column=config.text_column)
         if config.unlabelled_sample:
             rng = np.random.default_rng(config.seed)
-            keep = np.sort(rng.choice(len(unlabelled), min(config.unlabelled_sample, len(unlabelled)), replace=False))
+            size = min(config.unlabelled_sample, len(unlabelled))
+            keep = np.sort(rng.choice(len(unlabelled), size, replace=False))
             unlabelled = [unlabelled[i] for i in keep]
         fingerprints[str(unlabelled_path)] = fingerprint(unlabelled_path)
     return TrainingInputs(labelled, unlabelled, fingerprints)
 
 
-# -- batching -------------------------------------------------------------------------------------
-def length_bucketed_batches(
-    sequences: Sequence[np.ndarray], labels: np.ndarray, batch_size: int, chunk: int, rng: np.random.Generator | None
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield right-padded batches of similar-length reviews.
+# -- step 1: data → ids ---------------------------------------------------------------------------
+def prepare(
+    config: TrainConfig, inputs: TrainingInputs, previous_word2vec: Path | None, timings: dict[str, float]
+) -> Prepared:
+    """Split, tokenise, build the vocabulary and word2vec, and encode both splits."""
+    # The validation split doubles as calibration and early-stopping set; it never feeds the
+    # vocabulary or word2vec.
+    labelled = inputs.labelled
+    train_idx, val_idx = train_validation_split(labelled.labels, config.val_fraction, config.seed)
+    log.info(
+        "data: %d train, %d validation, %d unlabelled", len(train_idx), len(val_idx), len(inputs.unlabelled)
+    )
 
-    Shuffle, cut into chunks of ``chunk`` batches, sort each chunk by length, then shuffle the
-    batch order: padding stays small while every epoch still sees a different mix.
-    With ``rng=None`` the whole set is sorted once (for evaluation).
-    """
-    n = len(sequences)
-    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=n)
-    order = rng.permutation(n) if rng is not None else np.arange(n)
-    size = batch_size * chunk if rng is not None else n
-    batches = []
-    for start in range(0, n, size):
-        idx = order[start : start + size]
-        idx = idx[np.argsort(lengths[idx], kind="stable")]
-        batches += [idx[j : j + batch_size] for j in range(0, len(idx), batch_size)]
-    if rng is not None:
-        rng.shuffle(batches)
-    for b in batches:
-        yield pad_batch([sequences[i] for i in b]), labels[b].astype(np.float32), b
+    t0 = time.perf_counter()
+    quiet = not sys.stderr.isatty()
+    tokens = [tokenize(t) for t in tqdm(labelled.texts, desc="tokenise labelled", disable=quiet)]
+    corpus = [tokens[i] for i in train_idx]
+    corpus += [tokenize(t) for t in tqdm(inputs.unlabelled, desc="tokenise unlabelled", disable=quiet)]
+    timings["tokenise_s"] = time.perf_counter() - t0
+
+    vocab = Vocabulary.build(
+        corpus,
+        max_size=config.max_vocab,
+        min_count=config.min_count,
+        max_len=config.max_len,
+        head=config.head_len,
+    )
+    t0 = time.perf_counter()
+    w2v = train_word2vec(
+        corpus,
+        dim=config.w2v_dim,
+        window=config.w2v_window,
+        min_count=config.min_count,
+        epochs=config.w2v_epochs,
+        sg=config.w2v_sg,
+        negative=config.w2v_negative,
+        workers=config.w2v_workers,
+        seed=config.seed,
+        previous=previous_word2vec,
+    )
+    matrix, embedding_stats = embedding_matrix(vocab, w2v.wv, seed=config.seed)
+    timings["word2vec_s"] = time.perf_counter() - t0
+    del corpus  # the unlabelled tokens are no longer needed; the labelled ones are encoded below
+
+    def encode(index: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(vocab.ids_for_tokens(tokens[i]), dtype=np.int64) for i in index]
+
+    return Prepared(
+        vocab=vocab,
+        word2vec=w2v,
+        embedding=matrix,
+        embedding_stats=embedding_stats,
+        x_train=encode(train_idx),
+        y_train=labelled.labels[train_idx],
+        x_val=encode(val_idx),
+        y_val=labelled.labels[val_idx],
+    )
 
 
-def as_dataset(make_batches):
-    """Wrap a batch generator factory in a tf.data pipeline with variable (B, T) shapes."""
-    import tensorflow as tf
+# -- step 3: calibrate ----------------------------------------------------------------------------
+def calibrate(logits_fn, data: Prepared, config: TrainConfig) -> dict:
+    """Fit one temperature on the validation logits (Guo et al. 2017); return the evaluation."""
+    from training.fit import predict_logits
 
-    return tf.data.Dataset.from_generator(
-        lambda: ((x, y) for x, y, _ in make_batches()),
-        output_signature=(tf.TensorSpec((None, None), tf.int64), tf.TensorSpec((None,), tf.float32)),
-    ).prefetch(4)
+    val_logits = predict_logits(logits_fn, data.x_val)
+    temperature = fit_temperature(data.y_val, val_logits)
+    evaluation = evaluate_logits(data.y_val, val_logits, temperature, config.ece_bins)
+    log.info(
+        "validation: accuracy %.4f, ECE %.4f → %.4f after T=%.3f",
+        evaluation["calibrated"]["accuracy"],
+        evaluation["uncalibrated"]["ece"],
+        evaluation["calibrated"]["ece"],
+        temperature,
+    )
+    return evaluation
 
 
-def logit_function(serving_model):
-    """Return a compiled (graph-mode) function ids → logits; eager LSTM calls are ~10x slower."""
-    import tensorflow as tf
+# -- step 4: export -------------------------------------------------------------------------------
+def export(model, serving, data: Prepared, staging: Path, config: TrainConfig) -> dict:
+    """Write Keras, SavedModel, ONNX, tokenizer and word2vec files; return the runtime parity check."""
+    import onnx
 
-    return tf.function(lambda ids: serving_model(ids, training=False)["logit"], reduce_retracing=True,
-                       input_signature=[tf.TensorSpec((None, None), tf.int64)])
+    from training.model import extract_weights
+    from training.onnx_export import build_onnx_model
 
-
-def predict_logits(logits_fn, sequences: Sequence[np.ndarray], batch_size: int = 128) -> np.ndarray:
-    """Return the Keras model's logits for encoded sequences (length-sorted batches, order kept)."""
-    out = np.empty(len(sequences), dtype=np.float64)
-    dummy = np.zeros(len(sequences), dtype=np.float32)
-    for x, _, idx in length_bucketed_batches(sequences, dummy, batch_size, 1, None):
-        out[idx] = np.asarray(logits_fn(x)).reshape(-1)
-    return out
+    model.save(staging / KERAS_FILE)
+    serving.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
+    onnx.save(build_onnx_model(extract_weights(model, config)), str(staging / ONNX_FILE))
+    data.vocab.save(staging / TOKENIZER_FILE)
+    data.word2vec.save(str(staging / WORD2VEC_FILE))
+    return check_parity(model, staging, data.x_val, config)
 
 
 # -- parity ---------------------------------------------------------------------------------------
@@ -145,21 +224,23 @@ def check_parity(model, staging: Path, sequences: Sequence[np.ndarray], config: 
     from inference.predictor import OnnxRuntimeBackend, SavedModelBackend, sigmoid
 
     lengths = np.array([len(s) for s in sequences])
-    pick = np.argsort(lengths, kind="stable")[np.linspace(0, len(sequences) - 1,
-                                                          min(config.parity_reviews, len(sequences))).astype(int)]
+    pick = np.argsort(lengths, kind="stable")[
+        np.linspace(0, len(sequences) - 1, min(config.parity_reviews, len(sequences))).astype(int)
+    ]
     rng = np.random.default_rng(config.seed)
     pick = rng.permutation(np.unique(pick))
     seqs = [sequences[i] for i in pick]
 
-    mixed = np.concatenate([model.predict(pad_batch(seqs[i:i + 32]), verbose=0).reshape(-1)
-                            for i in range(0, len(seqs), 32)])
+    mixed = np.concatenate(
+        [model.predict(pad_batch(seqs[i : i + 32]), verbose=0).reshape(-1) for i in range(0, len(seqs), 32)]
+    )
     alone = np.array([model.predict(pad_batch([s]), verbose=0).reshape(-1)[0] for s in seqs[:32]])
     order = np.argsort([len(s) for s in seqs], kind="stable")
 
     def sorted_scores(backend) -> np.ndarray:
         out = np.empty(len(seqs))
         for i in range(0, len(seqs), 64):
-            idx = order[i:i + 64]
+            idx = order[i : i + 64]
             out[idx] = sigmoid(backend.logits(pad_batch([seqs[j] for j in idx])))
         return out
 
@@ -185,8 +266,9 @@ def check_parity(model, staging: Path, sequences: Sequence[np.ndarray], config: 
 def git_commit() -> str | None:
     """Return the project's current git commit, or None outside a checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -200,6 +282,86 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+# -- step 5: write the artifact and publish it -----------------------------------------------------
+def build_manifest(
+    name: str,
+    config: TrainConfig,
+    inputs: TrainingInputs,
+    data: Prepared,
+    *,
+    evaluation: dict,
+    history: list[dict],
+    best_epoch: int,
+    parity: dict,
+    timings: dict[str, float],
+    parent_version: int | None,
+) -> dict:
+    """Return the manifest: everything needed to trust, rebuild and trace this version."""
+    calibrated, uncalibrated = evaluation["calibrated"], evaluation["uncalibrated"]
+    metrics = {
+        **calibrated,
+        "ece_uncalibrated": uncalibrated["ece"],
+        "accuracy_uncalibrated": uncalibrated["accuracy"],
+        "best_epoch": best_epoch,
+        "split": "validation",
+    }
+    return {
+        "format": ARTIFACT_FORMAT,
+        "name": name,
+        "created_at": time.time(),
+        "config": config.to_dict(),
+        "calibration": {
+            "method": "temperature",
+            "temperature": evaluation["temperature"],
+            "fitted_on": "validation",
+        },
+        "metrics": metrics,
+        "history": history,
+        "embedding": data.embedding_stats,
+        "parity": parity,
+        "timings": timings,
+        "data": {
+            "train_rows": len(data.x_train),
+            "validation_rows": len(data.x_val),
+            "unlabelled_rows": len(inputs.unlabelled),
+            "skipped_rows": inputs.labelled.skipped,
+        },
+        "lineage": {
+            "parent_version": parent_version,
+            "data_fingerprints": inputs.fingerprints,
+            "git_commit": git_commit(),
+        },
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+    }
+
+
+def write_artifact(staging: Path, manifest: dict, evaluation: dict, history: list[dict]) -> None:
+    """Write the validation report, then the manifest: last, since a folder without it is never published."""
+    from training.report import write_report
+
+    context = {
+        "validation rows": manifest["data"]["validation_rows"],
+        "best epoch": manifest["metrics"]["best_epoch"],
+        "training time (s)": round(manifest["timings"]["total_s"]),
+    }
+    title = f"Model {manifest['name']}: validation report"
+    write_report(staging / REPORT_DIR, title, evaluation, history=history, context=context)
+    write_json_atomic(staging / MANIFEST, manifest)
+
+
+def publish(registry: Registry, name: str, staging: Path, promote: str) -> tuple[int, bool]:
+    """Commit the staging folder as the next version; promote it as asked; return (version, promoted)."""
+    if promote not in PROMOTE_CHOICES:
+        raise ValueError(f"promote must be one of {PROMOTE_CHOICES}, not {promote!r}")
+    with registry.lock(name):
+        version = registry.commit_version(name, staging)
+        promoted = promote == "always" or (promote == "auto" and registry.production_version(name) is None)
+        if promoted:
+            registry.promote(name, version)
+    return version, promoted
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -218,154 +380,59 @@ def train_version(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from training.model import build_classifier, extract_weights, logit_model, set_embedding_trainable
-    from training.onnx_export import build_onnx_model
-    from training.report import write_report
+    from training.fit import fit, logit_function
+    from training.model import build_classifier, logit_model
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
     keras.utils.set_random_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
 
-    # 1. Split the labelled data (validation doubles as calibration and early-stopping set).
-    labelled = inputs.labelled
-    train_idx, val_idx = train_validation_split(labelled.labels, config.val_fraction, config.seed)
-    y_train, y_val = labelled.labels[train_idx], labelled.labels[val_idx]
-    log.info("data: %d train, %d validation, %d unlabelled", len(train_idx), len(val_idx), len(inputs.unlabelled))
+    # 1. Data → ids: split, tokenise, vocabulary and word2vec from training text only, encode.
+    data = prepare(config, inputs, previous_word2vec, timings)
 
-    # 2. Tokenise everything once (the same tokenizer the service uses).
+    # 2. Fit: embedding frozen, then fine-tuned; the best validation epoch is kept.
     t0 = time.perf_counter()
-    quiet = not sys.stderr.isatty()
-    tokens = [tokenize(t) for t in tqdm(labelled.texts, desc="tokenise labelled", disable=quiet)]
-    unlabelled_tokens = [tokenize(t) for t in tqdm(inputs.unlabelled, desc="tokenise unlabelled", disable=quiet)]
-    train_tokens = [tokens[i] for i in train_idx]
-    timings["tokenise_s"] = time.perf_counter() - t0
-
-    # 3. Vocabulary from training text only (validation stays unseen), with the truncation rule.
-    vocab = Vocabulary.build(train_tokens + unlabelled_tokens, max_size=config.max_vocab,
-                             min_count=config.min_count, max_len=config.max_len, head=config.head_len)
-
-    # 4. word2vec on the same text, then an embedding matrix aligned with the vocabulary.
-    t0 = time.perf_counter()
-    w2v = train_word2vec(train_tokens + unlabelled_tokens, dim=config.w2v_dim, window=config.w2v_window,
-                         min_count=config.min_count, epochs=config.w2v_epochs, sg=config.w2v_sg,
-                         negative=config.w2v_negative, workers=config.w2v_workers, seed=config.seed,
-                         previous=previous_word2vec)
-    matrix, embedding_stats = embedding_matrix(vocab, w2v.wv, seed=config.seed)
-    timings["word2vec_s"] = time.perf_counter() - t0
-    del unlabelled_tokens
-
-    # 5. Encode (truncate head+tail) and build the classifier.
-    x_train = [np.asarray(vocab.ids_for_tokens(tokens[i]), dtype=np.int64) for i in train_idx]
-    x_val = [np.asarray(vocab.ids_for_tokens(tokens[i]), dtype=np.int64) for i in val_idx]
-    del tokens
-    model = build_classifier(config, matrix)
+    model = build_classifier(config, data.embedding)
     serving = logit_model(model)
     logits_fn = logit_function(serving)
-    train_ds = as_dataset(lambda: length_bucketed_batches(x_train, y_train, config.batch_size,
-                                                          config.bucket_chunk, rng))
-    steps = -(-len(x_train) // config.batch_size)
-
-    # 6. Train: word2vec embedding frozen first, then fine-tuned at a lower rate; the learning
-    #    rate decays each epoch; keep the weights of the best validation loss (early stopping).
-    t0 = time.perf_counter()
-    phases = [("frozen", False)] * config.frozen_epochs + [("finetune", True)] * config.finetune_epochs
-    history: list[dict] = []
-    best = (np.inf, None, 0)
-    since_best = 0
-    current_phase = None
-    for epoch, (phase, trainable) in enumerate(phases, start=1):
-        if phase != current_phase:
-            set_embedding_trainable(model, trainable, config)
-            current_phase, epoch_in_phase = phase, 0
-        base_lr = config.finetune_learning_rate if trainable else config.learning_rate
-        lr = base_lr * config.lr_decay ** epoch_in_phase
-        model.optimizer.learning_rate.assign(lr)
-        epoch_in_phase += 1
-        e0 = time.perf_counter()
-        with contextlib.redirect_stdout(sys.stderr):  # progress to stderr: stdout is the CLI's JSON result
-            fit = model.fit(train_ds, epochs=1, steps_per_epoch=steps, verbose=2 if quiet else 1)
-        val_logits = predict_logits(logits_fn, x_val)
-        val_probs = 1 / (1 + np.exp(-val_logits))
-        val_loss = float(-np.mean(y_val * np.log(np.clip(val_probs, 1e-7, 1)) +
-                                  (1 - y_val) * np.log(np.clip(1 - val_probs, 1e-7, 1))))
-        row = {"epoch": epoch, "phase": phase, "lr": lr, "loss": float(fit.history["loss"][-1]),
-               "accuracy": float(fit.history["accuracy"][-1]), "val_loss": val_loss,
-               "val_accuracy": float(((val_probs >= 0.5) == (y_val == 1)).mean()),
-               "seconds": time.perf_counter() - e0}
-        history.append(row)
-        log.info("epoch %d (%s): %s", epoch, phase, json.dumps({k: round(v, 4) if isinstance(v, float) else v
-                                                               for k, v in row.items()}))
-        if val_loss < best[0]:
-            best, since_best = (val_loss, model.get_weights(), epoch), 0
-        else:
-            since_best += 1
-            if since_best > config.patience:
-                log.info("early stopping after epoch %d (best epoch %d)", epoch, best[2])
-                break
-    model.set_weights(best[1])
+    rng = np.random.default_rng(config.seed)
+    fitted = fit(model, logits_fn, (data.x_train, data.y_train), (data.x_val, data.y_val), config, rng)
     timings["train_s"] = time.perf_counter() - t0
 
-    # 7. Calibrate on validation: one temperature for the logits (Guo et al. 2017).
-    val_logits = predict_logits(logits_fn, x_val)
-    temperature = fit_temperature(y_val, val_logits)
-    evaluation = evaluate_logits(y_val, val_logits, temperature, config.ece_bins)
-    log.info("validation: accuracy %.4f, ECE %.4f → %.4f after T=%.3f", evaluation["calibrated"]["accuracy"],
-             evaluation["uncalibrated"]["ece"], evaluation["calibrated"]["ece"], temperature)
+    # 3. Calibrate on validation: one temperature for the logits.
+    evaluation = calibrate(logits_fn, data, config)
 
-    # 8. Write the artifact in a staging directory, check runtime parity, publish atomically.
+    # 4-5. Export into a staging folder, check runtime parity, write the manifest last, publish.
     t0 = time.perf_counter()
     with registry.staging_dir(name) as staging:
-        model.save(staging / KERAS_FILE)
-        serving.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-        import onnx
-
-        onnx.save(build_onnx_model(extract_weights(model, config)), str(staging / ONNX_FILE))
-        vocab.save(staging / TOKENIZER_FILE)
-        w2v.save(str(staging / WORD2VEC_FILE))
-        parity = check_parity(model, staging, x_val, config)
+        parity = export(model, serving, data, staging, config)
         timings["export_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - started
-        metrics = {**{k: v for k, v in evaluation["calibrated"].items()},
-                   "ece_uncalibrated": evaluation["uncalibrated"]["ece"],
-                   "accuracy_uncalibrated": evaluation["uncalibrated"]["accuracy"],
-                   "best_epoch": best[2], "split": "validation"}
-        manifest = {
-            "format": ARTIFACT_FORMAT,
-            "name": name,
-            "created_at": time.time(),
-            "config": config.to_dict(),
-            "calibration": {"method": "temperature", "temperature": temperature, "fitted_on": "validation"},
-            "metrics": metrics,
-            "history": history,
-            "embedding": embedding_stats,
-            "parity": parity,
-            "timings": timings,
-            "data": {"train_rows": len(train_idx), "validation_rows": len(val_idx),
-                     "unlabelled_rows": len(inputs.unlabelled), "skipped_rows": labelled.skipped},
-            "lineage": {"parent_version": parent_version, "data_fingerprints": inputs.fingerprints,
-                        "git_commit": git_commit()},
-            "packages": package_versions(),
-            "python": sys.version.split()[0],
-            **(extra_manifest or {}),
-        }
-        write_report(staging / REPORT_DIR, f"Model {name}: validation report", evaluation, history=history,
-                     context={"validation rows": len(val_idx), "best epoch": best[2],
-                              "training time (s)": round(timings["total_s"])})
-        write_json_atomic(staging / MANIFEST, manifest)
-        with registry.lock(name):
-            version = registry.commit_version(name, staging)
-            should_promote = promote == "always" or (promote == "auto" and registry.production_version(name) is None)
-            if should_promote:
-                registry.promote(name, version)
+        manifest = build_manifest(
+            name,
+            config,
+            inputs,
+            data,
+            evaluation=evaluation,
+            history=fitted.history,
+            best_epoch=fitted.best_epoch,
+            parity=parity,
+            timings=timings,
+            parent_version=parent_version,
+        )
+        manifest.update(extra_manifest or {})
+        write_artifact(staging, manifest, evaluation, fitted.history)
+        version, promoted = publish(registry, name, staging, promote)
     path = registry.version_dir(name, version)
-    log.info("published %s version %d at %s (promoted: %s) in %.0f s", name, version, path, should_promote,
-             timings["total_s"])
-    return TrainResult(version, path, manifest, should_promote)
+    log.info(
+        "published %s v%d at %s (promoted: %s) in %.0f s", name, version, path, promoted, timings["total_s"]
+    )
+    return TrainResult(version, path, manifest, promoted)
 
 
 # -- command line ---------------------------------------------------------------------------------
 def _parse_bool(text: str) -> bool:
+    """Parse a true/false flag value."""
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -373,8 +440,10 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _none_or(kind):
-    def parse(text: str):
+def _none_or(kind: type) -> typing.Callable[[str], Any]:
+    """Return a parser of ``kind`` values that also accepts 'none'."""
+
+    def parse(text: str) -> Any:
         return None if text.lower() == "none" else kind(text)
 
     parse.__name__ = kind.__name__
@@ -386,66 +455,92 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
         description="Train a sentiment model (word2vec + LSTM), evaluate it, and publish a new version "
-                    "to the model registry.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "to the model registry.",
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="full",
-                        help="named configuration: full = quality run, small = CI-sized 2k sample, tiny = tests")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding the data files (default: $SENTIMENT_DATA_DIR or ../shared/data/imdb)")
-    parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("SENTIMENT_MODEL_DIR", "models")),
-                        help="model registry root (default: $SENTIMENT_MODEL_DIR or ./models)")
-    parser.add_argument("--model-name", default=os.environ.get("SENTIMENT_MODEL_NAME", "sentiment"),
-                        help="model name inside the registry")
-    parser.add_argument("--promote", choices=("auto", "always", "never"), default="auto",
-                        help="mark the new version production: auto = only if none is yet")
-    parser.add_argument("--if-missing", action="store_true",
-                        help="do nothing if the registry already has a production version (for the quickstart)")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="full",
+        help="named configuration: full = quality run, small = CI-sized 2k sample, tiny = tests",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the data files (default: $SENTIMENT_DATA_DIR or ../shared/data/imdb)",
+    )
+    parser.add_argument(
+        "--promote",
+        choices=PROMOTE_CHOICES,
+        default="auto",
+        help="mark the new version production: auto = only if none is yet",
+    )
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing if the registry already has a production version (for the quickstart)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_registry_arguments(parser)
     group = parser.add_argument_group("hyperparameters (override the preset; meanings in training/config.py)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
         if kind is bool:
-            group.add_argument(flag, type=_parse_bool, default=argparse.SUPPRESS, metavar="BOOL",
-                               help=f"true/false (full preset: {f.default})")
+            group.add_argument(
+                flag,
+                type=_parse_bool,
+                default=argparse.SUPPRESS,
+                metavar="BOOL",
+                help=f"true/false (full preset: {f.default})",
+            )
         else:
-            group.add_argument(flag, type=_none_or(kind), default=argparse.SUPPRESS, metavar=kind.__name__.upper(),
-                               help=f"full preset: {f.default}" + ("; 'none' clears it" if f.default is None else ""))
+            clears = "; 'none' clears it" if f.default is None else ""
+            group.add_argument(
+                flag,
+                type=_none_or(kind),
+                default=argparse.SUPPRESS,
+                metavar=kind.__name__.upper(),
+                help=f"full preset: {f.default}{clears}",
+            )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Return the preset with every flag given on the command line applied."""
     config = preset(args.preset)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    overrides = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
+    }
     return config.replace(**overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the training CLI."""
+    """Run the training CLI; exit 2 on bad input."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("gensim").setLevel(logging.WARNING)
-    registry = Registry(args.model_dir)
-    if args.if_missing and registry.production_version(args.model_name) is not None:
-        log.info("model %s already has production version %s; nothing to do", args.model_name,
-                 registry.production_version(args.model_name))
+    configure_logging(verbose=args.verbose)
+    registry = Registry(args.registry_root)
+    production = registry.production_version(args.model_name)
+    if args.if_missing and production is not None:
+        log.info("model %s already has production version %s; nothing to do", args.model_name, production)
         return 0
     config = config_from_args(args)
-    from training.data import DataError
-
     try:
         inputs = load_inputs(config, args.data_dir or default_data_dir())
     except DataError as exc:
         log.error("%s", exc)
         return 2
     result = train_version(config, inputs, registry, args.model_name, promote=args.promote)
-    print(json.dumps({"version": result.version, "path": str(result.path), "promoted": result.promoted,
-                      "metrics": result.manifest["metrics"], "timings": result.manifest["timings"]}, indent=2))
+    summary = {
+        "version": result.version,
+        "path": str(result.path),
+        "promoted": result.promoted,
+        "metrics": result.manifest["metrics"],
+        "timings": result.manifest["timings"],
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -475,26 +475,29 @@ def compose_env(service: str, overrides: dict[str, str] | None = None) -> dict[s
     return environment(load_compose(overrides or {})["services"][service])
 
 
-def _scoring_args(argv: list[str]):
+def _scoring_args(argv: list[str], env: dict[str, str], monkeypatch):
     assert argv[:3] == ["python", "-m", "scoring"], argv
     from scoring.cli import build_parser
 
+    for key, value in env.items():  # the scorer reads the registry and model name from the environment
+        monkeypatch.setenv(key, value)
     return build_parser().parse_args(argv[3:])
 
 
-def test_scorer_entrypoint_defaults(tmp_path) -> None:
-    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"], [], compose_env("scorer"), tmp_path)
-    args = _scoring_args(argv)
-    assert (str(args.input), str(args.output), str(args.model_dir)) == ("/data/incoming", "/data/scored", "/models")
-    assert args.engine == "local" and args.scheduler is None and args.model_version is None
+def test_scorer_entrypoint_defaults(tmp_path, monkeypatch) -> None:
+    env = compose_env("scorer")
+    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"], [], env, tmp_path)
+    args = _scoring_args(argv, env, monkeypatch)
+    assert (str(args.input), str(args.output), str(args.registry_root)) == ("/data/incoming", "/data/scored", "/models")
+    assert args.engine == "local" and args.scheduler is None and args.model_version == "production"
 
 
-def test_scorer_entrypoint_dask_engine_and_flag_overrides(tmp_path) -> None:
+def test_scorer_entrypoint_dask_engine_and_flag_overrides(tmp_path, monkeypatch) -> None:
     env = compose_env("scorer", {"SENTIMENT_SCORE_ENGINE": "dask", "SENTIMENT_SCORE_MODEL_VERSION": "3",
                                  "SENTIMENT_SCORE_WORKERS": "4"})
     argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"],
                           ["--input", "/data/other.csv", "--format", "csv"], env, tmp_path)
-    args = _scoring_args(argv)
+    args = _scoring_args(argv, env, monkeypatch)
     assert args.engine == "dask" and args.scheduler == "tcp://dask-scheduler:8786"
     assert (args.model_version, args.workers, str(args.input), args.output_format) == (3, 4, "/data/other.csv", "csv")
 
@@ -527,7 +530,7 @@ def test_trainer_entrypoint_builds_a_valid_pipeline_command(tmp_path, monkeypatc
         monkeypatch.setenv(key, value)
     args = pipeline.build_parser().parse_args(argv[3:])
     assert (args.command, str(args.new_data), args.every_hours, args.keep_last) == ("retrain", "/data/drop", 6.0, 3)
-    assert (str(args.model_dir), args.model_name, str(args.gold)) == ("/models", "sentiment", "/data/gold.csv")
+    assert (str(args.registry_root), args.model_name, str(args.gold)) == ("/models", "sentiment", "/data/gold.csv")
 
 
 def test_trainer_entrypoint_rejects_a_bad_schedule(tmp_path) -> None:

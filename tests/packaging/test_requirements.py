@@ -19,7 +19,9 @@ SPLIT_FILES = sorted((ROOT / "requirements").glob("*.txt"))
 IMAGE_FILES = {"api": "requirements/api.txt", "scorer": "requirements/scoring.txt", "trainer": "requirements/train.txt"}
 TRAINING_ONLY = {"tensorflow", "tensorflow-cpu", "keras", "gensim", "tf-keras", "scikit-learn", "matplotlib"}
 # requirements.txt entries no image needs (the test and browser tooling).
-TEST_ONLY = {"pytest", "hypothesis", "requests", "selenium", "pyyaml", "jsonschema", "tritonclient", "moto"}
+TEST_ONLY = {
+    "pytest", "hypothesis", "requests", "selenium", "pyyaml", "jsonschema", "tritonclient", "moto", "ruff",
+}
 PROJECT_PACKAGES = {"embeddings", "inference", "registry", "service", "scoring", "training", "tests"}
 # Imports inside functions that the image never reaches, by (file, top-level module).
 OPTIONAL_IMPORTS = {

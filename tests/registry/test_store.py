@@ -39,7 +39,7 @@ def test_unknown_versions_and_names_are_refused(tmp_path):
     with pytest.raises(RegistryError, match="no version 7"):
         registry.promote("sentiment", 7)
     with pytest.raises(RegistryError):
-        registry.model_dir("../etc")
+        registry.model_home("../etc")
 
 
 def test_failed_staging_leaves_nothing_behind(tmp_path):
@@ -142,11 +142,11 @@ def test_process_killed_mid_write_leaves_registry_valid(tmp_path, point):
     for v in versions:  # every listed version is complete and loads
         assert Predictor.load(registry.version_dir("sentiment", v)).score_texts(["fine"]).shape == (1,)
     # The next writer removes what the killed one left (once old enough) and publishes normally.
-    for leftover in set(registry.model_dir("sentiment").glob(".*")) - {registry.model_dir("sentiment") / ".lock"}:
+    for leftover in set(registry.model_home("sentiment").glob(".*")) - {registry.model_home("sentiment") / ".lock"}:
         os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     new = make_random_version(registry, seed=3)
     assert new == max(versions) + 1 and registry.production_version("sentiment") == new
-    hidden = sorted(p.name for p in registry.model_dir("sentiment").iterdir() if p.name.startswith("."))
+    hidden = sorted(p.name for p in registry.model_home("sentiment").iterdir() if p.name.startswith("."))
     assert hidden == [".lock"], hidden
 
 
@@ -173,7 +173,7 @@ def _pausing_writer(registry: Registry) -> subprocess.Popen:
 def test_leftovers_of_killed_writers_are_removed_but_a_live_writer_is_left_alone(tmp_path):
     registry = Registry(tmp_path / "models")
     make_random_version(registry)
-    model_dir = registry.model_dir("sentiment")
+    model_dir = registry.model_home("sentiment")
     dead = _pausing_writer(registry)
     assert dead.stdout.readline().strip() == "filled"
     dead.send_signal(signal.SIGKILL)
@@ -235,7 +235,7 @@ def test_files_are_flushed_to_disk_before_the_version_is_published(tmp_path, mon
     publish = next(i for i, e in enumerate(events) if e[0] == "rename" and e[2].endswith(f"/{version}"))
     flushed_before = {e[1] for e in events[:publish] if e[0] == "fsync"}
     assert files <= flushed_before, files - flushed_before
-    assert ("fsync", str(registry.model_dir("sentiment"))) in events[publish:]  # the rename itself
+    assert ("fsync", str(registry.model_home("sentiment"))) in events[publish:]  # the rename itself
 
 
 def test_pointer_is_always_readable_during_promotions(tmp_path):
@@ -269,8 +269,10 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path):
         from tests.fakes import make_random_version
         print(make_random_version(Registry({str(tmp_path)!r}), promote=False))
     """)
-    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              cwd=PROJECT_ROOT) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+        for _ in range(4)
+    ]
     numbers = sorted(int(p.communicate(timeout=60)[0]) for p in procs)
     assert numbers == [1, 2, 3, 4]
     assert Registry(tmp_path).versions("sentiment") == [1, 2, 3, 4]

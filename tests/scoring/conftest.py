@@ -92,8 +92,10 @@ def cli_args(input_path: Path, output: Path, registry: Registry, *extra: str) ->
 def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
     """Check two outputs row for row (scores to float tolerance: batch shapes may differ)."""
     assert actual.columns.tolist() == expected.columns.tolist()
-    pd.testing.assert_frame_equal(actual.drop(columns="score"), expected.drop(columns="score"))
-    np.testing.assert_allclose(actual["score"], expected["score"], rtol=0, atol=1e-6, equal_nan=True)
+    floats = ["probability", "score"]
+    pd.testing.assert_frame_equal(actual.drop(columns=floats), expected.drop(columns=floats))
+    for column in floats:
+        np.testing.assert_allclose(actual[column], expected[column], rtol=0, atol=1e-6, equal_nan=True)
 
 
 # -- a real S3 protocol server -------------------------------------------------------------------

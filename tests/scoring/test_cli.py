@@ -40,12 +40,13 @@ def test_scores_every_format_and_reports_bad_rows(
     assert main(cli_args(source, out, registry)) == 0
 
     scored = read_output(out)
-    assert scored.columns.tolist() == ["id", "score", "label", "model_version", "error"]
+    assert scored.columns.tolist() == ["id", "probability", "score", "label", "model_version", "error"]
+    assert scored["score"].equals(scored["probability"])  # the deprecated name, kept for one release
     assert scored["id"].tolist() == messy["id"].tolist()  # nothing lost, nothing reordered
     expected = _expected_errors(len(messy), fmt)
     assert [None if pd.isna(e) else e for e in scored["error"]] == expected
     ok = scored["error"].isna()
-    assert scored.loc[ok, "score"].between(0, 1).all() and scored.loc[~ok, "score"].isna().all()
+    assert scored.loc[ok, "probability"].between(0, 1).all() and scored.loc[~ok, "probability"].isna().all()
     assert set(scored.loc[ok, "label"]) <= {"positive", "negative"} and scored.loc[~ok, "label"].isna().all()
 
     summary = json.loads((out / SUMMARY_FILE).read_text())
@@ -67,8 +68,8 @@ def test_keep_columns_and_csv_output(tmp_path: Path, registry: Registry, reviews
     assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.csv", "part-00001.csv", "part-00002.csv",
                                                          "part-00003.csv"]
     scored = read_output(out)
-    assert scored.columns.tolist() == ["id", "rating", "input_label", "text", "score", "label", "model_version",
-                                       "error"]
+    assert scored.columns.tolist() == ["id", "rating", "input_label", "text", "probability", "score", "label",
+                                       "model_version", "error"]
     assert scored["id"].tolist() == frame["id"].tolist()
     assert scored["text"].tolist() == frame["text"].tolist()
     assert scored["input_label"].astype(int).tolist() == frame["label"].tolist()
@@ -189,6 +190,15 @@ def test_relative_paths_are_made_absolute_by_the_client(
                                             ("1.5 GiB", 3 * 2**29), ("64mb", 64_000_000)])
 def test_partition_size_accepts_units(text: str, size: int) -> None:
     assert build_parser().parse_args(["--input", "a", "--output", "b", "--partition-size", text]).partition_size == size
+
+
+def test_registry_url_survives_the_shared_registry_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTIMENT_MODEL_DIR", "s3://bucket/models")  # Path would make it s3:/bucket/models
+    args = build_parser().parse_args(["--input", "a", "--output", "b"])
+    assert (args.registry_root, args.model_version) == ("s3://bucket/models", "production")
+    flags = ["--input", "a", "--output", "b", "--model-dir", "s3://other/m", "--model-version", "2"]
+    args = build_parser().parse_args(flags)
+    assert (args.registry_root, args.model_version) == ("s3://other/m", 2)
 
 
 def test_bad_partition_size_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -48,15 +48,16 @@ def test_score_chunk_keeps_every_row_in_order(registry: Registry) -> None:
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": pd.Series(texts, dtype=object)})
     out = score_chunk(frame, _spec(registry))
 
-    assert out.columns.tolist() == ["id", "score", "label", "model_version", "error"]
+    assert out.columns.tolist() == ["id", "probability", "score", "label", "model_version", "error"]
     assert out["id"].tolist() == frame["id"].tolist()
     assert out["error"].tolist() == [None, "null_text", None, "empty_text", "not_a_string", "text_too_long", None]
     predictor = Predictor.load(registry.production_dir("sentiment"))
     ok = [0, 2, 6]
     expected = predictor.score_texts([texts[i] for i in ok])
-    np.testing.assert_allclose(out["score"].iloc[ok], expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(out["probability"].iloc[ok], expected, rtol=0, atol=1e-9)
+    assert out["score"].equals(out["probability"])
     assert out["label"].iloc[ok].tolist() == [predictor.label_for(p) for p in expected]
-    assert out["score"].drop(index=ok).isna().all() and out["label"].drop(index=ok).isna().all()
+    assert out["probability"].drop(index=ok).isna().all() and out["label"].drop(index=ok).isna().all()
     assert (out["model_version"] == 1).all()
 
 
@@ -78,6 +79,7 @@ def test_model_loaded_once_per_process(registry: Registry) -> None:
 
 def test_clashing_input_columns_are_renamed(registry: Registry) -> None:
     spec = _spec(registry, carry=("id", "label", "text"))
-    assert spec.output_columns == ["id", "input_label", "text", "score", "label", "model_version", "error"]
+    assert spec.output_columns == ["id", "input_label", "text", "probability", "score", "label", "model_version",
+                                   "error"]
     out = score_chunk(pd.DataFrame({"id": [1], "label": [0], "text": ["good"]}), spec)
     assert out["input_label"].tolist() == [0] and out["label"].tolist()[0] in ("positive", "negative")

@@ -29,6 +29,7 @@ def _scored(ids: list[str], errors: list[str | None]) -> pd.DataFrame:
     ok = [e is None for e in errors]
     return pd.DataFrame({
         "id": ids,
+        "probability": [0.9 if k else None for k in ok],
         "score": [0.9 if k else None for k in ok],
         "label": ["positive" if k else None for k in ok],
         "model_version": 1,

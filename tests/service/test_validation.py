@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from embeddings.tokenizer import nfkc_rewriting
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.refusals import InvalidRequest, PayloadTooLarge
 from service.validation import (
     Limits,
     decode_json,
@@ -94,3 +94,13 @@ def test_explain_refuses_what_predict_refuses(doc, error, code):
     with pytest.raises(error) as err:
         text_from_explain(doc, LIMITS)
     assert err.value.code == code
+
+
+def test_pure_request_rules_import_no_flask():
+    """validation.py and v2_codec.py are pure: fuzzable without the HTTP layer (Flask, batcher)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, service.validation, service.v2_codec; "
+            "bad = {'flask', 'werkzeug', 'service.errors', 'service.batcher'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

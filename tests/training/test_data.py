@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from training.data import DataError, load_labelled, load_unlabelled, stratified_sample, train_validation_split
-from training.fetch import convert, main as fetch_main, sha256_of
+from registry.files import file_sha256
+from training.fetch import convert, main as fetch_main
 
 
 def write(tmp_path, name, frame):
@@ -24,8 +25,12 @@ def write(tmp_path, name, frame):
 
 @pytest.mark.parametrize("name", ["r.csv", "r.csv.gz", "r.parquet", "r.jsonl"])
 def test_reads_every_table_format_and_label_spelling(tmp_path, name):
-    frame = pd.DataFrame({"review": ["good", "bad", "fine", "awful", "ok", "meh"],
-                          "sentiment": ["pos", "neg", "Positive", "NEGATIVE", "1", "0"]})
+    frame = pd.DataFrame(
+        {
+            "review": ["good", "bad", "fine", "awful", "ok", "meh"],
+            "sentiment": ["pos", "neg", "Positive", "NEGATIVE", "1", "0"],
+        }
+    )
     data = load_labelled(write(tmp_path, name, frame), text_column="review", label_column="sentiment")
     assert data.texts == frame["review"].tolist()
     assert data.labels.tolist() == [1, 0, 1, 0, 1, 0]
@@ -40,11 +45,15 @@ def test_missing_column_names_file_and_columns(tmp_path):
 def test_bad_rows_are_reported_with_row_numbers_or_skipped_and_counted(tmp_path):
     frame = pd.DataFrame({"text": ["good", "", "  ", "bad", "ok"], "label": [1, 0, 1, "maybe", 0]})
     path = write(tmp_path, "r.csv", frame)
-    with pytest.raises(DataError, match=r"column 'text' has empty or non-text values in data rows 2, 3 \(2 rows\)"):
+    with pytest.raises(
+        DataError, match=r"column 'text' has empty or non-text values in data rows 2, 3 \(2 rows\)"
+    ):
         load_labelled(path)
     frame.loc[1:2, "text"] = "fine"
     write(tmp_path, "r.csv", frame)
-    with pytest.raises(DataError, match=r"column 'label' has unknown label values in data rows 4 \(1 rows\); e\.g\. 'maybe'"):
+    with pytest.raises(
+        DataError, match=r"column 'label' has unknown label values in data rows 4 \(1 rows\); e\.g\. 'maybe'"
+    ):
         load_labelled(path)
     frame.loc[1:2, "text"] = ""
     write(tmp_path, "r.csv", frame)
@@ -110,7 +119,7 @@ def test_fetch_converts_a_local_archive_and_verifies_downloads(tmp_path):
     url = archive.as_uri()
     assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", "0" * 64]) == 2
     assert not (tmp_path / "dl" / "aclImdb_v1.tar.gz").exists()
-    assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", sha256_of(archive)]) == 0
+    assert fetch_main(["--dest", str(tmp_path / "dl"), "--url", url, "--sha256", file_sha256(archive)]) == 0
     assert (tmp_path / "dl" / "train.csv.gz").exists()
 
 
@@ -119,3 +128,11 @@ def test_fetch_checks_a_local_archive_only_when_a_checksum_is_given(tmp_path):
     assert fetch_main(["--dest", str(tmp_path / "a"), "--source", str(archive)]) == 0
     assert fetch_main(["--dest", str(tmp_path / "b"), "--source", str(archive), "--sha256", "0" * 64]) == 2
     assert not (tmp_path / "b" / "train.csv.gz").exists()
+
+
+def test_split_keeps_the_rows_every_existing_model_was_trained_on():
+    """The seed → rows mapping is part of a model's lineage: a refactor must not change it."""
+    labels = np.array([0] * 70 + [1] * 30)
+    _, val = train_validation_split(labels, 0.2, seed=1337)
+    assert val.tolist() == [14, 18, 19, 21, 23, 24, 27, 30, 37, 42, 47, 51, 52, 67, 71, 72, 83, 86, 87, 88]
+    assert stratified_sample(labels, 10, 1337).tolist() == [12, 27, 34, 36, 47, 57, 63, 74, 75, 80]

@@ -15,7 +15,7 @@ from registry.store import Registry
 from tests.conftest import DATA_DIR, PROJECT_ROOT
 from training.config import preset
 from training.data import DataError, load_labelled, stratified_sample
-from training.pipeline import Policy, decide, retrain, text_key
+from training.pipeline import Policy, RetrainOptions, decide, retrain, text_key
 
 pytestmark = pytest.mark.slow
 TINY = preset("tiny").to_dict()
@@ -48,20 +48,24 @@ def setup(trained_registry, tmp_path):
     gold_rows = rng.choice(unused, 300, replace=False)
     new_rows = rng.choice(np.setdiff1d(unused, gold_rows), 150, replace=False)
     gold = tmp_path / "gold.csv"
-    pd.DataFrame({"text": [full.texts[i] for i in gold_rows], "label": full.labels[gold_rows]}).to_csv(gold, index=False)
+    pd.DataFrame({"text": [full.texts[i] for i in gold_rows], "label": full.labels[gold_rows]}).to_csv(
+        gold, index=False
+    )
     drop = tmp_path / "drop"
     drop.mkdir()
     # New data: 150 unseen reviews plus 20 the candidate already trains on (to be de-duplicated).
     once = [i for i in used_by_candidate if (keys == keys[i]).sum() == 1][:20]
     rows = list(new_rows) + once
-    pd.DataFrame({"text": [full.texts[i] for i in rows],
-                  "label": ["pos" if full.labels[i] else "neg" for i in rows]}).to_csv(drop / "batch1.csv", index=False)
+    pd.DataFrame(
+        {"text": [full.texts[i] for i in rows], "label": ["pos" if full.labels[i] else "neg" for i in rows]}
+    ).to_csv(drop / "batch1.csv", index=False)
     return registry, gold, drop
 
 
 def run(registry, gold, drop, **kwargs):
-    return retrain(registry, "sentiment", drop=drop, gold=gold, data_dir=DATA_DIR, policy=kwargs.pop("policy", Policy()),
-                   config_overrides={**TINY, **kwargs.pop("overrides", {})}, **kwargs)
+    overrides = {**TINY, **kwargs.pop("overrides", {})}
+    options = RetrainOptions(drop=drop, gold=gold, data_dir=DATA_DIR, config_overrides=overrides, **kwargs)
+    return retrain(registry, "sentiment", options)
 
 
 def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
@@ -73,7 +77,7 @@ def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
     manifest = registry.manifest("sentiment", 2)
     assert manifest["lineage"]["parent_version"] == 1
     assert str(drop / "batch1.csv") in manifest["lineage"]["data_fingerprints"]
-    out = registry.model_dir("sentiment") / "runs"
+    out = registry.model_home("sentiment") / "runs"
     run_dir = next(out.iterdir())
     assert {"report.json", "report.md", "comparison.png"} <= {p.name for p in run_dir.iterdir()}
     with pytest.raises(DataError, match="no new files"):
@@ -110,17 +114,40 @@ def test_gold_overlapping_training_data_is_refused(setup, tmp_path):
 
 
 def cli(registry, gold, drop, *extra):
-    return [sys.executable, "-m", "training.pipeline", "--model-dir", str(registry.root), "retrain",
-            "--new-data", str(drop), "--gold", str(gold), "--data-dir", str(DATA_DIR), "--preset", "tiny",
-            "--accuracy-tolerance", "1", "--ece-tolerance", "1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "training.pipeline",
+        "--model-dir",
+        str(registry.root),
+        "retrain",
+        "--new-data",
+        str(drop),
+        "--gold",
+        str(gold),
+        "--data-dir",
+        str(DATA_DIR),
+        "--preset",
+        "tiny",
+        "--accuracy-tolerance",
+        "1",
+        "--ece-tolerance",
+        "1",
+        *extra,
+    ]
 
 
 def test_two_concurrent_runs_cannot_both_write(setup):
     registry, gold, drop = setup
     # The first run waits for the lock (our probe below takes it for an instant); the second must not.
-    first = subprocess.Popen(cli(registry, gold, drop, "--lock-timeout", "60"), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-    lock_file = registry.model_dir("sentiment") / ".lock"
+    first = subprocess.Popen(
+        cli(registry, gold, drop, "--lock-timeout", "60"),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock_file = registry.model_home("sentiment") / ".lock"
     deadline = time.time() + 60
     # Wait until the first run has the lock (it logs its first step after taking it).
     while time.time() < deadline and first.poll() is None:
@@ -128,7 +155,9 @@ def test_two_concurrent_runs_cannot_both_write(setup):
         if probe.returncode != 0:
             break
         time.sleep(0.2)
-    second = subprocess.run(cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    second = subprocess.run(
+        cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
     assert second.returncode == 3 and "timed out waiting for the lock" in second.stderr
@@ -137,16 +166,23 @@ def test_two_concurrent_runs_cannot_both_write(setup):
 
 def test_run_killed_midway_leaves_production_and_drop_untouched(setup):
     registry, gold, drop = setup
-    proc = subprocess.Popen(cli(registry, gold, drop), cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cli(registry, gold, drop),
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:  # kill it in the middle of training
         if "epoch 1" in line or "word2vec:" in line:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert registry.versions("sentiment") == [1] and registry.production_version("sentiment") == 1
-    assert not (registry.model_dir("sentiment") / "pipeline" / "consumed.json").exists()
-    again = subprocess.run(cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert not (registry.model_home("sentiment") / "pipeline" / "consumed.json").exists()
+    again = subprocess.run(
+        cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["candidate_version"] == 2
 
@@ -159,8 +195,7 @@ def test_identical_drop_files_are_ingested_once(tmp_path):
     frame.to_csv(tmp_path / "a.csv", index=False)
     frame.to_csv(tmp_path / "b.csv", index=False)
     files = [(p, fingerprint(p)) for p in (tmp_path / "a.csv", tmp_path / "b.csv")]
-    rows, entries = ingest(files, set(), text_column="text",
-                           label_column="label", skip_bad_rows=False)
+    rows, entries = ingest(files, set(), text_column="text", label_column="label", skip_bad_rows=False)
     assert [len(f) for f in rows.values()] == [2]
     assert [e["file"] for e in entries.values()] == [str(tmp_path / "a.csv")]
 

@@ -33,8 +33,15 @@ def version_dir(trained_registry):
 
 def test_artifact_is_complete_and_describes_itself(version_dir):
     names = {p.name for p in version_dir.iterdir()}
-    assert {"manifest.json", "tokenizer.json", "model.onnx", "model.keras", "saved_model", "word2vec.model",
-            "report"} <= names
+    assert {
+        "manifest.json",
+        "tokenizer.json",
+        "model.onnx",
+        "model.keras",
+        "saved_model",
+        "word2vec.model",
+        "report",
+    } <= names
     manifest = Artifact.open(version_dir).manifest
     assert manifest["parity"]["passed"] and manifest["parity"]["onnx_vs_keras_max_abs_diff"] <= 1e-5
     assert manifest["parity"]["reviews"] >= 128
@@ -45,7 +52,8 @@ def test_artifact_is_complete_and_describes_itself(version_dir):
     assert 0.05 < manifest["calibration"]["temperature"] < 20
     assert 0.5 < manifest["metrics"]["accuracy"] <= 1.0
     assert {"report.md", "reliability.png", "roc.png", "learning_curves.png"} <= {
-        p.name for p in (version_dir / "report").iterdir()}
+        p.name for p in (version_dir / "report").iterdir()
+    }
 
 
 def test_onnx_savedmodel_and_keras_agree_on_raw_texts(version_dir):
@@ -57,8 +65,12 @@ def test_onnx_savedmodel_and_keras_agree_on_raw_texts(version_dir):
     saved_predictor = Predictor.load(version_dir, runtime="savedmodel")
     ids = onnx_predictor.encode(REVIEWS)
     keras_model = keras.saving.load_model(version_dir / "model.keras")
-    keras_logits = np.array([np.log(p / (1 - p)) for p in
-                             (keras_model.predict(pad_batch([s]), verbose=0).reshape(-1)[0] for s in ids)])
+    keras_logits = np.array(
+        [
+            np.log(p / (1 - p))
+            for p in (keras_model.predict(pad_batch([s]), verbose=0).reshape(-1)[0] for s in ids)
+        ]
+    )
     onnx_scores = onnx_predictor.score_ids(ids)
     np.testing.assert_allclose(onnx_scores, saved_predictor.score_ids(ids), atol=1e-5)
     np.testing.assert_allclose(onnx_scores, onnx_predictor.calibrate(keras_logits), atol=1e-5)
@@ -82,9 +94,25 @@ def test_evaluation_cli_prints_metrics_and_writes_report(trained_registry, tmp_p
     data = tmp_path / "eval.parquet"
     frame[["text", "sentiment"]].to_parquet(data)
     out = subprocess.run(
-        [sys.executable, "-m", "training.evaluate", "--data", str(data), "--label-column", "sentiment",
-         "--model-dir", str(trained_registry.root), "--model-version", "1", "--out", str(tmp_path / "rep")],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "training.evaluate",
+            "--data",
+            str(data),
+            "--label-column",
+            "sentiment",
+            "--model-dir",
+            str(trained_registry.root),
+            "--model-version",
+            "1",
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
@@ -100,7 +128,15 @@ def test_evaluation_cli_prints_metrics_and_writes_report(trained_registry, tmp_p
 def test_evaluation_cli_fails_clearly_on_unknown_version_and_bad_column(trained_registry, tmp_path):
     data = tmp_path / "e.csv"
     pd.DataFrame({"text": ["good"], "label": [1]}).to_csv(data, index=False)
-    base = [sys.executable, "-m", "training.evaluate", "--data", str(data), "--model-dir", str(trained_registry.root)]
+    base = [
+        sys.executable,
+        "-m",
+        "training.evaluate",
+        "--data",
+        str(data),
+        "--model-dir",
+        str(trained_registry.root),
+    ]
     out = subprocess.run(base + ["--model-version", "42"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "no version 42" in out.stderr
     out = subprocess.run(base + ["--text-column", "review"], cwd=PROJECT_ROOT, capture_output=True, text=True)
@@ -137,9 +173,23 @@ def test_train_cli_reports_bad_data_without_traceback(tmp_path):
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"text": ["good", ""], "label": [1, 0]}).to_csv(bad, index=False)
     out = subprocess.run(
-        [sys.executable, "-m", "training.train", "--preset", "tiny", "--train-file", str(bad),
-         "--unlabelled-file", "none", "--model-dir", str(tmp_path / "m")],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--preset",
+            "tiny",
+            "--train-file",
+            str(bad),
+            "--unlabelled-file",
+            "none",
+            "--model-dir",
+            str(tmp_path / "m"),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 2
     assert "bad.csv: column 'text' has empty or non-text values in data rows 2" in out.stderr
