@@ -54,7 +54,7 @@ def test_score_chunk_keeps_every_row_in_order(registry: Registry) -> None:
     predictor = Predictor.load(registry.production_dir("sentiment"))
     ok = [0, 2, 6]
     expected = predictor.score_texts([texts[i] for i in ok])
-    np.testing.assert_allclose(out["probability"].iloc[ok], expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(out["probability"].iloc[ok], expected, rtol=0, atol=1e-6)  # grouping may differ: parity bound
     assert out["score"].equals(out["probability"])
     assert out["label"].iloc[ok].tolist() == [predictor.label_for(p) for p in expected]
     assert out["probability"].drop(index=ok).isna().all() and out["label"].drop(index=ok).isna().all()

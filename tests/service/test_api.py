@@ -341,7 +341,7 @@ def test_a_model_trained_with_tokenizer_1_is_served_with_tokenizer_1(make_app, t
     old_ids = [np.array(predictor.vocabulary.ids_for_tokens(tokenize_as_before_version_2(t))) for t in texts]
     expected = predictor.score_ids(old_ids)
     body = post_json(app.test_client(), PREDICT, {"texts": texts}).get_json()
-    assert [p["probability"] for p in body["predictions"]] == pytest.approx(list(expected), abs=1e-9)
+    assert [p["probability"] for p in body["predictions"]] == pytest.approx(list(expected), abs=1e-6)
     explained = post_json(app.test_client(), EXPLAIN, {"text": texts[0]}).get_json()
     assert [t["token"] for t in explained["tokens"]] == ["i", "90", "of", "films"]
 

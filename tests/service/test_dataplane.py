@@ -61,7 +61,7 @@ def test_in_flight_batch_finishes_on_the_old_version(plane: DataPlane, fake_regi
     new = plane.predict(TEXTS[:1], later())[0]
     assert new.model_version == 2
     assert new.probability == pytest.approx(
-        float(plane.manager.current().score_texts(TEXTS[:1])[0]), abs=1e-9
+        float(plane.manager.current().score_texts(TEXTS[:1])[0]), abs=1e-6
     )
 
 
@@ -79,7 +79,7 @@ def test_text_encoded_before_a_swap_is_scored_by_the_new_version(plane: DataPlan
     new = plane.manager.current()
     assert new is not old
     assert [p.model_version for p in prediction] == [2, 2]
-    assert [p.probability for p in prediction] == pytest.approx(list(new.score_texts(TEXTS[:2])), abs=1e-9)
+    assert [p.probability for p in prediction] == pytest.approx(list(new.score_texts(TEXTS[:2])), abs=1e-6)
 
 
 def test_non_finite_scores_fail_the_request(plane: DataPlane):
