@@ -116,7 +116,7 @@ def test_api_image_is_slim_and_checks_readiness() -> None:
     text = (ROOT / "docker/Dockerfile.api").read_text().lower()
     assert "requirements/api.txt" in text
     for banned in ("tensorflow", "training/", "scoring/", "train.txt", "scoring.txt"):
-        body = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
         assert banned not in body, f"Dockerfile.api mentions {banned}"
     (health,) = parsed.final.all("HEALTHCHECK")
     assert "/readyz" in health.args and "urllib.request" in health.args

@@ -92,7 +92,7 @@ def test_every_runtime_dependency_is_in_some_image() -> None:
 def test_api_requirements_have_no_training_stack() -> None:
     text = (ROOT / "requirements/api.txt").read_text().lower() + (ROOT / "requirements/base.txt").read_text().lower()
     for banned in ("tensorflow", "keras", "gensim"):
-        assert banned not in "\n".join(l for l in text.splitlines() if not l.startswith("#")), banned
+        assert banned not in "\n".join(line for line in text.splitlines() if not line.startswith("#")), banned
     found = sizes.closure(sizes.read_requirements("requirements/api.txt"))
     assert not found.names() & TRAINING_ONLY, f"api image would install {sorted(found.names() & TRAINING_ONLY)}"
     assert "pandas" not in found.names(), "the api does not need pandas"
