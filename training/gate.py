@@ -19,7 +19,8 @@ down.
 
 :func:`decide` runs a list of checks, each returning a :class:`Check` (name, passed, detail,
 numbers); the result lists them all. Add a check by writing a function ``(GateInputs, Policy) ->
-Check`` and appending it to :data:`CHECKS` (or passing it in ``extra_checks``).
+Check`` and appending it to :data:`CHECKS`, or pass it in ``extra_checks`` (the pipeline's
+``RetrainOptions.extra_checks``); a check that needs the registry can be a closure over it.
 """
 
 from __future__ import annotations

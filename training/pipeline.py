@@ -107,6 +107,7 @@ class RetrainOptions:
     config_overrides: dict = field(default_factory=dict)  # TrainConfig fields over production's config
     lock_timeout: float = 0.0  # seconds to wait for another run's registry lock
     skip_bad_rows: bool = False  # skip and count unusable rows in new files (else quarantine the file)
+    extra_checks: list = field(default_factory=list)  # more gate checks, (GateInputs, Policy) -> Check
 
 
 @dataclass
@@ -279,6 +280,7 @@ def judge(
             floor=FloorReference(floor["version"], floor["accuracy"], floor["rows"]) if floor else None,
         ),
         options.policy,
+        options.extra_checks,
     )
     promote, reason = gate.promote, gate.reason
     if options.force_promote and not promote:

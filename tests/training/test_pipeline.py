@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 from tests.training.synthetic import reviews, write
 from training.data import DataError, fingerprint
-from training.gate import Policy
+from training.gate import Check, Policy
 from training.pipeline import KILL_AT_ENV, RetrainOptions, main, retrain
 from training.pool import Ledger, pending_files, read_drop
 
@@ -91,7 +91,12 @@ def test_dry_run_of_a_shuffled_label_candidate_consumes_nothing_and_sees_product
     gold = pd.concat([pd.read_csv(world.gold), pd.read_csv(world.base).iloc[100:150]])
     gold.to_csv(tmp_path / "leaky-gold.csv", index=False)
     options = RetrainOptions(
-        drop=drop, gold=tmp_path / "leaky-gold.csv", data_dir=world.root, dry_run=True, shuffle_labels=True
+        drop=drop,
+        gold=tmp_path / "leaky-gold.csv",
+        data_dir=world.root,
+        dry_run=True,
+        shuffle_labels=True,
+        extra_checks=[lambda inputs, policy: Check("behaviour", True, f"v{inputs.candidate_version} ok")],
     )
     report = retrain(registry, "sentiment", options)
     assert not report["promoted"] and report["reason"].startswith("dry run; would not promote")
@@ -114,6 +119,7 @@ def test_dry_run_of_a_shuffled_label_candidate_consumes_nothing_and_sees_product
     }
     assert overlap["candidate"]["gold_rows_trained_on"] == 0
     assert report["data"]["gold_excluded"] == {"base": 50, "pool": 0, "new": 0}
+    assert report["gate"]["checks"][-1]["name"] == "behaviour"  # checks others add run in the gate too
     compared = next(c for c in report["gate"]["checks"] if c["name"] == "accuracy_vs_production")
     assert compared["numbers"]["rows"] == 300  # production is judged only on gold rows it never saw
 
