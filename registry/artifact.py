@@ -8,6 +8,7 @@ A version directory is self-describing (nanoGPT's checkpoints carry their ``mode
     saved_model/       TF SavedModel (TF Serving can serve it as-is; alternative runtime)
     model.keras        the trained Keras model (training side only)
     word2vec.model     gensim word2vec the embedding was initialised from (training side only)
+    training_data.npz  identity (64-bit text hash) and label of every labelled row it was given (lineage)
     report/            evaluation report: report.md, metrics, PNG plots
 
 The service and the batch scorer read only ``manifest.json``, ``tokenizer.json`` and
@@ -30,6 +31,7 @@ ONNX_FILE = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"
 KERAS_FILE = "model.keras"
 WORD2VEC_FILE = "word2vec.model"
+TRAINING_DATA_FILE = "training_data.npz"
 REPORT_DIR = "report"
 
 #: What the service and the batch scorer read (the ONNX runtime): all a remote copy needs.
@@ -99,7 +101,7 @@ class Artifact:
 
     @property
     def temperature(self) -> float:
-        """Return the calibration temperature fitted on the validation split (1.0 = none); checked at open."""
+        """Return the calibration temperature fitted at training time (1.0 = none); checked at open."""
         return check_temperature(_temperature_field(self.manifest))
 
     @property

@@ -24,7 +24,8 @@ class TrainConfig:
     skip_bad_rows: bool = False  # skip (and count) unusable rows instead of failing
     sample: int | None = None  # use a stratified random sample of this many labelled rows
     unlabelled_sample: int | None = None  # cap on unlabelled rows used for word2vec
-    val_fraction: float = 0.1  # share of labelled rows held out for validation/calibration
+    val_fraction: float = 0.1  # share of labelled rows held out (epoch selection + calibration)
+    calibration_fraction: float = 0.5  # of those, the share kept for the temperature (never picks the epoch)
     seed: int = 1337  # seeds the split, word2vec, weight init and batch order
 
     # -- vocabulary / truncation -------------------------------------------------------------

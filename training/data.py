@@ -267,6 +267,21 @@ def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+def calibration_split(
+    labels: np.ndarray, index: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split validation rows into (epoch selection, calibration), stratified: the temperature never sees
+    the rows that picked the epoch."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"calibration_fraction must be in (0, 1), got {fraction}")
+    n = min(len(index) - 1, max(1, int(round(len(index) * fraction))))
+    picked = stratified_sample(labels[index], n, seed + 2)
+    if not 0 < len(picked) < len(index):  # per-class rounding can take none or all of a tiny split
+        picked = np.random.default_rng(seed + 2).choice(len(index), n, replace=False)
+    calibration = np.asarray(index)[picked]
+    return np.setdiff1d(index, calibration), calibration
+
+
 def train_validation_split(
     labels: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -276,3 +291,16 @@ def train_validation_split(
     val = stratified_sample(labels, max(2, int(round(len(labels) * val_fraction))), seed + 1)
     train = np.setdiff1d(np.arange(len(labels)), val)
     return train, val
+
+
+def labelled_rows(config, path: Path) -> LabelledData:
+    """Load the labelled rows a TrainConfig trains on from ``path`` (its sample, if it has one)."""
+    labelled = load_labelled(
+        path,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        skip_bad_rows=config.skip_bad_rows,
+    )
+    if config.sample:
+        labelled = labelled.subset(stratified_sample(labelled.labels, config.sample, config.seed))
+    return labelled

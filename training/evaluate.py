@@ -2,7 +2,7 @@
 
 Scores go through the same :class:`inference.predictor.Predictor` the service uses, so the
 numbers describe what users get. The temperature applied is the one fitted on the version's
-validation split at training time, never one fitted on the evaluated file.
+calibration split at training time, never one fitted on the evaluated file.
 
 Example (the official IMDB test split, straight from the archive)::
 
@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from inference import RUNTIMES
 from inference.predictor import Predictor
 from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
@@ -29,6 +31,20 @@ from training.metrics import evaluate_logits
 from training.report import write_report
 
 log = logging.getLogger(__name__)
+
+
+def load_predictor(registry: Registry, name: str, version: int, runtime: str = "onnx") -> Predictor:
+    """Load one version the way the service does, using every core of this machine."""
+    return Predictor.load(
+        registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1
+    )
+
+
+def score_labelled(
+    registry: Registry, name: str, version: int, labelled: LabelledData, *, runtime: str = "onnx"
+) -> np.ndarray:
+    """Return one version's calibrated P(positive) for each row (the retraining gate compares these)."""
+    return load_predictor(registry, name, version, runtime).score_texts(labelled.texts)
 
 
 def evaluate_labelled(
@@ -41,9 +57,7 @@ def evaluate_labelled(
     bins: int = 15,
 ) -> tuple[dict, dict]:
     """Score already-loaded labelled data with one version; return (summary, evaluation with curves)."""
-    predictor = Predictor.load(
-        registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1
-    )
+    predictor = load_predictor(registry, name, version, runtime)
     started = time.perf_counter()
     logits = predictor.logits_for_ids(predictor.encode(labelled.texts))
     evaluation = evaluate_logits(labelled.labels, logits, predictor.temperature, bins)

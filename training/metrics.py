@@ -68,6 +68,27 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
+def cross_fitted_probabilities(
+    labels: np.ndarray, logits: np.ndarray, folds: int = 2, seed: int = 0
+) -> tuple[float, np.ndarray, list[float]]:
+    """Return the temperature fitted on all rows, and each row's probability under a temperature fitted without it.
+
+    The first is the one to serve; the second gives honest (out-of-sample) calibration metrics,
+    since no row is judged by a temperature it helped fit. Also returns the per-fold temperatures.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    logits = np.asarray(logits, dtype=np.float64)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    fold_of[np.random.default_rng(seed).permutation(len(labels))] = np.arange(len(labels)) % folds
+    probs = np.empty(len(labels))
+    temperatures = []
+    for f in range(folds):
+        held_out = fold_of == f
+        temperatures.append(fit_temperature(labels[~held_out], logits[~held_out]))
+        probs[held_out] = sigmoid(logits[held_out] / temperatures[-1])
+    return fit_temperature(labels, logits), probs, temperatures
+
+
 def classification_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict:
     """Return accuracy, precision, recall, F1, ROC-AUC, log loss, ECE and the confusion matrix."""
     labels = np.asarray(labels).astype(int)
@@ -90,10 +111,23 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, bins: int = 15
     }
 
 
-def evaluate_logits(labels: np.ndarray, logits: np.ndarray, temperature: float, bins: int = 15) -> dict:
-    """Return metrics before and after temperature scaling, plus the ROC curve and reliability bins."""
+def evaluate_logits(
+    labels: np.ndarray,
+    logits: np.ndarray,
+    temperature: float,
+    bins: int = 15,
+    calibrated_probs: np.ndarray | None = None,
+) -> dict:
+    """Return metrics before and after temperature scaling, plus the ROC curve and reliability bins.
+
+    ``calibrated_probs`` (e.g. cross-fitted ones) replaces ``sigmoid(logits / temperature)`` as the
+    "after" probabilities, so calibration is judged out of sample.
+    """
     logits = np.asarray(logits, dtype=np.float64)
-    raw, scaled = sigmoid(logits), sigmoid(logits / temperature)
+    raw = sigmoid(logits)
+    scaled = (
+        sigmoid(logits / temperature) if calibrated_probs is None else np.asarray(calibrated_probs, float)
+    )
     both_classes = len(set(np.asarray(labels).tolist())) == 2
     fpr, tpr, _ = skm.roc_curve(labels, scaled) if both_classes else ([], [], [])
     return {

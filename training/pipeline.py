@@ -1,32 +1,42 @@
 """Retraining pipeline: new labelled data in, a better model out, promoted only when it earns it.
 
-One ``retrain`` run, unattended-safe:
+One ``retrain`` run, unattended-safe, holding the model's registry lock throughout:
 
-1. **Ingest** new CSV/Parquet/JSONL files from a drop folder (same validation as training),
-   de-duplicate them against every text already used, and remember which files were consumed
-   (by sha256) so a rerun never consumes them twice.
-2. **Train** a candidate from the production version's configuration on the base data plus all
-   ingested data; word2vec is rebuilt, or continued from production's with ``--continue-word2vec``.
-3. **Evaluate** candidate and production on the same frozen gold set (refusing to run if the gold
-   set overlaps the training data).
-4. **Promote** only if the candidate is not worse than production by more than the tolerances on
-   accuracy and ECE; otherwise keep it as a non-production version and say why.
-5. **Report** (JSON + Markdown + PNG) with lineage, then prune old versions.
+0. **Recover**: finish a promotion an earlier run decided but was killed before applying.
+1. **Read** new CSV/Parquet/JSONL files from the drop folder (validated like training data). A file
+   that cannot be used is moved to ``<drop>/quarantine/`` with a reason file; the run goes on.
+2. **Assemble** the candidate's training set (training/pool.py): the base data, the rows of
+   promoted or admitted runs and the new rows; per text the newest label wins; gold-set texts are
+   left out and counted.
+3. **Train** a candidate from production's configuration; the version records what it trained on.
+4. **Evaluate** candidate and production on the same gold set, production only on the gold rows
+   its lineage shows it never trained on (training/lineage.py), and **decide** with paired
+   statistics and a floor (training/gate.py).
+5. **Report** (JSON + Markdown + PNG): every check with its numbers, the pool, the quarantine,
+   relabels, gold overlaps, the paired test and the floor.
+6. **Record** the run in the ledger (one atomic write: its rows pooled if promoted, else
+   quarantined; its drop files consumed; gold scores), then **promote**, then prune.
 
-The whole run holds the model's registry lock; the consumed-files record and the promotion are
-its last, atomic steps, so a run killed at any point leaves the registry valid, production
-unchanged and the drop files unconsumed.
+What a run killed at any point leaves (SIGKILL, power cut), by the last step it completed:
+
+- before *record*: production, the pool and the consumed-file record unchanged; a published
+  candidate stays as a non-production version; the next run reads the same drop files again
+  (bad files already moved to quarantine stay there);
+- after *record*, before *promote*: production unchanged until the next ``retrain`` or
+  ``recover`` completes the promotion this run decided (its rows already count as pooled);
+- after *promote*: the run is complete but for pruning old versions.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +44,6 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from embeddings.tokenizer import normalize
 from registry.artifact import WORD2VEC_FILE
 from registry.cli import (
     DocHelpFormatter,
@@ -43,199 +52,42 @@ from registry.cli import (
     configure_logging,
     version_number_arg,
 )
-from registry.files import atomic_path, table_format, write_json_atomic
 from registry.store import Registry, RegistryError
 from training.config import TrainConfig, preset
 from training.data import DataError, LabelledData, default_data_dir, fingerprint, load_labelled
-from training.evaluate import evaluate_labelled
-from training.train import TrainingInputs, TrainResult, load_inputs, train_version
+from training.gate import FloorReference, GateInputs, GateResult, Policy, decide
+from training.lineage import GoldOverlap, gold_overlap, key_hashes, text_key
+from training.metrics import classification_metrics
+from training.pool import (
+    POOLED,
+    QUARANTINED,
+    DropBatch,
+    Ledger,
+    TrainingSet,
+    assemble,
+    pending_files,
+    read_drop,
+    store_rows,
+)
+from training.run_report import METRICS, write_run_report
 
 log = logging.getLogger(__name__)
 
-#: Gold-set metrics the promotion gate and the run report compare.
-GATE_METRICS = ("accuracy", "f1", "roc_auc", "ece", "log_loss")
+__all__ = ["Policy", "RetrainOptions", "retrain", "recover", "status", "make_gold", "text_key", "main"]
+
+#: Fault injection for the kill tests: the process SIGKILLs itself when it reaches this named point.
+KILL_AT_ENV = "SENTIMENT_PIPELINE_KILL_AT"
+KILL_POINTS = ("after-publish", "after-report", "after-record", "after-promote")
 #: What the retrain command prints of its report (the whole report is in report_dir).
-SUMMARY_KEYS = ("run_id", "promoted", "reason", "candidate_version", "parent_version", "gold", "report_dir")
+SUMMARY_KEYS = ("run_id", "promoted", "reason", "candidate_version", "parent_version", "report_dir")
 
 
-@dataclass
-class Policy:
-    """When a candidate may replace production."""
-
-    accuracy_tolerance: float = 0.005  # candidate may be at most this much less accurate on gold
-    ece_tolerance: float = 0.01  # and its ECE at most this much higher
-
-
-def text_key(text: str) -> str:
-    """Return the identity of a review for de-duplication (normalised text, hashed)."""
-    return hashlib.sha1(" ".join(normalize(text).split()).encode("utf-8")).hexdigest()
-
-
-def decide(candidate: dict, production: dict | None, policy: Policy) -> tuple[bool, str]:
-    """Return (promote?, reason) from gold-set metrics of candidate and production."""
-    if not all(np.isfinite([candidate["accuracy"], candidate["ece"]])):
-        return False, f"candidate metrics are not finite: {candidate}"
-    if production is None:
-        return True, "no production version yet"
-    acc_drop = production["accuracy"] - candidate["accuracy"]
-    ece_rise = candidate["ece"] - production["ece"]
-    problems = []
-    if not acc_drop <= policy.accuracy_tolerance:
-        problems.append(
-            f"accuracy {candidate['accuracy']:.4f} is {acc_drop:.4f} below production's "
-            f"{production['accuracy']:.4f} (tolerance {policy.accuracy_tolerance})"
-        )
-    if not ece_rise <= policy.ece_tolerance:
-        problems.append(
-            f"ECE {candidate['ece']:.4f} is {ece_rise:.4f} above production's "
-            f"{production['ece']:.4f} (tolerance {policy.ece_tolerance})"
-        )
-    if problems:
-        return False, "; ".join(problems)
-    return True, (
-        f"accuracy {candidate['accuracy']:.4f} vs {production['accuracy']:.4f}, "
-        f"ECE {candidate['ece']:.4f} vs {production['ece']:.4f}: within tolerance"
-    )
-
-
-class DropFolder:
-    """The drop folder of new labelled files and the record of what was already consumed."""
-
-    def __init__(self, folder: Path, state_dir: Path) -> None:
-        self.folder = Path(folder)
-        self.state_dir = Path(state_dir)
-        self.record_path = self.state_dir / "consumed.json"
-        self.ingested_dir = self.state_dir / "ingested"
-
-    def consumed(self) -> dict:
-        """Return {sha256: {file, rows, consumed_at, ...}} of files consumed by earlier runs."""
-        try:
-            return json.loads(self.record_path.read_text())
-        except FileNotFoundError:
-            return {}
-
-    def pending(self) -> list[tuple[Path, str]]:
-        """Return (file, sha256) of drop files not consumed yet, oldest name first."""
-        if not self.folder.is_dir():
-            raise DataError(f"{self.folder}: drop folder does not exist")
-        done = self.consumed()
-        files = sorted(p for p in self.folder.iterdir() if p.is_file() and table_format(p) is not None)
-        hashed = [(p, fingerprint(p)) for p in files]
-        return [(p, sha) for p, sha in hashed if sha not in done]
-
-    def ingested(self) -> LabelledData | None:
-        """Return every row ingested by earlier runs (kept even if the drop files are deleted)."""
-        parts = sorted(self.ingested_dir.glob("*.parquet")) if self.ingested_dir.is_dir() else []
-        if not parts:
-            return None
-        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-        return LabelledData(frame["text"].tolist(), frame["label"].to_numpy(np.int8), str(self.ingested_dir))
-
-    def record(self, entries: dict[str, dict], rows: dict[str, pd.DataFrame]) -> None:
-        """Store the new rows and mark their files consumed (rows first, record last: atomic)."""
-        self.ingested_dir.mkdir(parents=True, exist_ok=True)
-        for sha, frame in rows.items():
-            with atomic_path(self.ingested_dir / f"{sha}.parquet") as tmp:
-                frame.to_parquet(tmp, index=False)
-        write_json_atomic(self.record_path, {**self.consumed(), **entries})
-
-
-def ingest(
-    files: Sequence[tuple[Path, str]],
-    known: set[str],
-    *,
-    text_column: str,
-    label_column: str,
-    skip_bad_rows: bool,
-) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """Load new (file, sha256) pairs, dropping rows whose text was already seen; return rows and records."""
-    rows, entries = {}, {}
-    for path, sha in files:
-        if sha in entries:  # the same bytes under another name: its rows are already in
-            log.info("ingest %s: identical to %s, skipped", path.name, entries[sha]["file"])
-            continue
-        data = load_labelled(
-            path, text_column=text_column, label_column=label_column, skip_bad_rows=skip_bad_rows
-        )
-        keep_text, keep_label, duplicates = [], [], 0
-        for text, label in zip(data.texts, data.labels):
-            key = text_key(text)
-            if key in known:
-                duplicates += 1
-                continue
-            known.add(key)
-            keep_text.append(text)
-            keep_label.append(int(label))
-        rows[sha] = pd.DataFrame({"text": keep_text, "label": np.asarray(keep_label, dtype=np.int8)})
-        entries[sha] = {
-            "file": str(path),
-            "rows_read": len(data) + sum(data.skipped.values()),
-            "rows_added": len(keep_text),
-            "duplicates": duplicates,
-            "skipped": data.skipped,
-            "consumed_at": time.time(),
-        }
-        log.info(
-            "ingest %s: %d new rows, %d duplicates, skipped %s",
-            path.name,
-            len(keep_text),
-            duplicates,
-            data.skipped or "none",
-        )
-    return rows, entries
-
-
-def write_comparison(out_dir: Path, report: dict) -> None:
-    """Write report.json, report.md and a PNG comparing candidate and production on gold."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    models = {
-        k: v
-        for k, v in (
-            ("production", report["gold"].get("production")),
-            ("candidate", report["gold"]["candidate"]),
-        )
-        if v
-    }
-    metrics = GATE_METRICS
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / max(1, len(models))
-    for i, (label, m) in enumerate(models.items()):
-        ax.bar(
-            np.arange(len(metrics)) + i * width,
-            [m[k] or 0 for k in metrics],
-            width,
-            label=f"{label} v{m['version']}",
-        )
-    ax.set_xticks(np.arange(len(metrics)) + width * (len(models) - 1) / 2, metrics)
-    ax.set_title("gold set: candidate vs production")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_dir / "comparison.png", dpi=100)
-    plt.close(fig)
-    lines = [
-        f"# Retrain run {report['run_id']}",
-        "",
-        f"- **decision**: {'promoted' if report['promoted'] else 'not promoted'} — {report['reason']}",
-        f"- **candidate**: version {report['candidate_version']} (parent {report['parent_version']})",
-        f"- **gold set**: `{report['gold_file']}` sha256 `{report['gold_sha256'][:16]}…`",
-        f"- **new data**: {report['ingest']['rows_added']} rows from {len(report['ingest']['files'])} files "
-        f"({report['ingest']['duplicates']} duplicates dropped)",
-        f"- **timings**: {json.dumps({k: round(v, 1) for k, v in report['timings'].items()})}",
-        "",
-        "| metric | " + " | ".join(f"{k} v{m['version']}" for k, m in models.items()) + " |",
-        "| --- |" + " --- |" * len(models),
-    ]
-    for key in metrics:
-        lines.append(f"| {key} | " + " | ".join(f"{m[key]:.4f}" for m in models.values()) + " |")
-    lines += ["", "![comparison](comparison.png)", ""]
-    (out_dir / "report.md").write_text("\n".join(lines))
+def _reached(point: str) -> None:
+    """Die here, like a power cut, if ``$SENTIMENT_PIPELINE_KILL_AT`` names this point (kill tests)."""
+    if os.environ.get(KILL_AT_ENV) == point:
+        log.warning("%s=%s: killing this process", KILL_AT_ENV, point)
+        logging.shutdown()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -246,104 +98,127 @@ class RetrainOptions:
     gold: Path  # frozen labelled evaluation file, never trained on
     data_dir: Path  # where the base training files named in the config live
     policy: Policy = field(default_factory=Policy)
-    dry_run: bool = False  # train and evaluate, never promote or consume files
-    force_promote: bool = False  # promote even if the candidate is worse
+    dry_run: bool = False  # train and evaluate; never promote, record, consume or quarantine
+    force_promote: bool = False  # promote even if the gate refuses the candidate
     continue_word2vec: bool = False  # continue production's word2vec instead of rebuilding it
     keep_last: int = 5  # versions kept by pruning (0 = keep all)
     allow_empty: bool = False  # retrain even if the drop folder has nothing new
     shuffle_labels: bool = False  # a deliberately broken candidate: proves the promotion gate works
     config_overrides: dict = field(default_factory=dict)  # TrainConfig fields over production's config
     lock_timeout: float = 0.0  # seconds to wait for another run's registry lock
-    skip_bad_rows: bool = False  # skip and count unusable rows in new files
+    skip_bad_rows: bool = False  # skip and count unusable rows in new files (else quarantine the file)
+    extra_checks: list = field(default_factory=list)  # more gate checks, (GateInputs, Policy) -> Check
 
 
 @dataclass
-class Ingested:
-    """The candidate's training data: base data, earlier drops and the new drop files."""
+class Gathered:
+    """What a run trains on and how it got there: gold set, drop files, pool, assembled training set."""
 
-    inputs: TrainingInputs  # labelled = everything above, de-duplicated; fingerprints for lineage
-    new_rows: dict[str, pd.DataFrame]  # sha256 of a new file -> its rows that were not seen before
-    entries: dict[str, dict]  # sha256 of a new file -> its consumed-files record
+    gold: LabelledData
+    gold_sha: str
+    gold_keys: list[str]
+    batch: DropBatch
+    pooled: list[tuple[str, pd.DataFrame]]  # (run_id, rows) of the pooled runs used
+    training: TrainingSet
+    inputs: object  # training.train.TrainingInputs, ready for train_version
 
 
-def gather_training_data(config: TrainConfig, folder: DropFolder, options: RetrainOptions) -> Ingested:
-    """Load base data, earlier drops and new drop files, de-duplicated by normalised text."""
-    inputs = load_inputs(config, options.data_dir)
-    previous = folder.ingested()
-    known = {text_key(t) for t in inputs.labelled.texts}
-    if previous is not None:
-        known |= {text_key(t) for t in previous.texts}
-    pending = folder.pending()
-    if not pending and not options.allow_empty:
-        raise DataError(f"{options.drop}: no new files to ingest (use --allow-empty to retrain anyway)")
-    new_rows, entries = ingest(
-        pending,
-        known,
+@dataclass
+class Judged:
+    """The gold-set evaluation of a run and the gate's decision."""
+
+    scores: dict[str, dict]  # role -> gold metrics of that version
+    overlap: dict[str, GoldOverlap]  # role -> gold rows the version trained on
+    gate: GateResult
+    floor: dict | None
+    promote: bool
+    reason: str
+
+
+def new_run_id() -> str:
+    """Return a run id that sorts by start time and never collides."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def recover(registry: Registry, name: str) -> int | None:
+    """Complete a promotion a killed run recorded but did not apply; return the version promoted, if any."""
+    with registry.lock(name):
+        pending = Ledger(registry, name).pending_promotion(registry.production_version(name))
+        if pending is None:
+            return None
+        run_id, entry = pending
+        version = entry["candidate_version"]
+        if version not in registry.versions(name):
+            log.error(
+                "run %s decided to promote v%s, which no longer exists; production unchanged", run_id, version
+            )
+            return None
+        log.warning(
+            "run %s decided to promote v%s but was stopped before the pointer swap: promoting it now",
+            run_id,
+            version,
+        )
+        registry.promote(name, version)
+        return version
+
+
+# -- steps 1-2: data ------------------------------------------------------------------------------
+def gather(config: TrainConfig, ledger: Ledger, options: RetrainOptions, run_id: str) -> Gathered:
+    """Read the drop folder and the gold set, and assemble the candidate's training set from the pool."""
+    from training.train import TrainingInputs, load_inputs
+
+    batch = read_drop(
+        pending_files(options.drop, ledger.consumed()),
+        run_id=run_id,
         text_column=config.text_column,
         label_column=config.label_column,
         skip_bad_rows=options.skip_bad_rows,
+        move_bad_files=not options.dry_run,
     )
-    parts = [inputs.labelled] + ([previous] if previous else [])
-    parts += [
-        LabelledData(f["text"].tolist(), f["label"].to_numpy(np.int8), sha) for sha, f in new_rows.items()
-    ]
-    labels = np.concatenate([p.labels for p in parts])
+    if not batch.files and not options.allow_empty:
+        bad = f"; {len(batch.bad_files)} unusable files quarantined" if batch.bad_files else ""
+        raise DataError(f"{options.drop}: no new usable files{bad} (use --allow-empty to retrain anyway)")
+    gold = load_labelled(options.gold, text_column=config.text_column, label_column=config.label_column)
+    gold_keys = [text_key(t) for t in gold.texts]
+    base = load_inputs(config, options.data_dir)
+    pooled = ledger.pooled_rows()
+    training = assemble(base.labelled, pooled, batch.rows, set(gold_keys))
+    labels = training.labels
     if options.shuffle_labels:
         labels = np.random.default_rng(0).permutation(labels)
-    fingerprints = {**inputs.fingerprints, **{e["file"]: sha for sha, e in entries.items()}}
-    if previous is not None:
-        fingerprints[str(folder.ingested_dir)] = fingerprint(folder.ingested_dir)
-    labelled = LabelledData([t for p in parts for t in p.texts], labels, "retrain")
-    return Ingested(TrainingInputs(labelled, inputs.unlabelled, fingerprints), new_rows, entries)
+    fingerprints = {
+        **base.fingerprints,
+        **{e["file"]: sha for sha, e in batch.files.items()},
+        **{f"pool:{rid}": ledger.doc["runs"][rid]["rows_file"] for rid, _ in pooled},
+    }
+    inputs = TrainingInputs(LabelledData(training.texts, labels, "retrain"), base.unlabelled, fingerprints)
+    return Gathered(gold, fingerprint(options.gold), gold_keys, batch, pooled, training, inputs)
 
 
-def refuse_gold_overlap(gold: Path, gold_data: LabelledData, texts: Sequence[str]) -> None:
-    """Raise DataError if any gold review is also in the training data (the gold set must stay unseen)."""
-    overlap = len({text_key(t) for t in gold_data.texts} & {text_key(t) for t in texts})
-    if overlap:
-        raise DataError(
-            f"{gold}: {overlap} gold reviews also appear in the training data; refusing to run "
-            "(make the gold set with 'python -m training.pipeline make-gold')"
-        )
-
-
-def gold_metrics(
-    registry: Registry, name: str, versions: dict[str, int | None], gold_data: LabelledData
-) -> dict:
-    """Return {role: gold-set metrics} for each role whose version exists (gold set loaded once)."""
-    metrics = {}
-    for role, version in versions.items():
-        if version is not None:
-            summary, _ = evaluate_labelled(registry, name, version, gold_data)
-            metrics[role] = {"version": version, **{k: summary["calibrated"][k] for k in GATE_METRICS}}
-    return metrics
-
-
-def final_decision(metrics: dict, options: RetrainOptions) -> tuple[bool, str]:
-    """Return (promote?, reason): the policy's verdict, then --force-promote, then --dry-run."""
-    promote, reason = decide(metrics["candidate"], metrics.get("production"), options.policy)
-    if options.force_promote and not promote:
-        promote, reason = True, f"forced (--force-promote) despite: {reason}"
-    if options.dry_run:
-        promote, reason = False, f"dry run; would {'promote' if promote else 'not promote'}: {reason}"
-    return promote, reason
-
-
+# -- step 3: train --------------------------------------------------------------------------------
 def train_candidate(
     registry: Registry,
     name: str,
     config: TrainConfig,
-    data: Ingested,
+    data: Gathered,
     production: int | None,
     options: RetrainOptions,
     run_id: str,
-) -> TrainResult:
-    """Train a candidate version from the gathered data; it is never promoted here."""
+):
+    """Train a candidate version on the gathered data; it is never promoted here."""
+    from training.train import train_version
+
     w2v = None
     if options.continue_word2vec and production is not None:
         w2v = registry.version_dir(name, production) / WORD2VEC_FILE
-    new_rows = sum(len(f) for f in data.new_rows.values())
-    extra = {"retrain": {"run_id": run_id, "new_rows": new_rows, "shuffled_labels": options.shuffle_labels}}
+    extra = {
+        "retrain": {
+            "run_id": run_id,
+            "new_rows": data.training.account["new_rows"],
+            "pooled_runs": [rid for rid, _ in data.pooled],
+            "shuffled_labels": options.shuffle_labels,
+        }
+    }
     return train_version(
         config,
         data.inputs,
@@ -356,50 +231,164 @@ def train_candidate(
     )
 
 
-def run_report(
+# -- step 4: judge --------------------------------------------------------------------------------
+def gold_scores(
+    registry: Registry, name: str, roles: dict[str, int], data: Gathered, options: RetrainOptions, bins: int
+) -> tuple[dict, dict, dict]:
+    """Return per-role gold probabilities, metrics and gold overlap (what each version trained on)."""
+    from training.evaluate import score_labelled
+
+    hashes = key_hashes(data.gold_keys)
+    probs, scores, overlap = {}, {}, {}
+    for role, version in roles.items():
+        probs[role] = score_labelled(registry, name, version, data.gold)
+        metrics = classification_metrics(data.gold.labels, probs[role], bins)
+        scores[role] = {"version": version, **{k: metrics[k] for k in METRICS}}
+        overlap[role] = gold_overlap(registry, name, version, hashes, options.data_dir)
+    return probs, scores, overlap
+
+
+def judge(
+    registry: Registry,
+    name: str,
+    ledger: Ledger,
+    data: Gathered,
+    candidate: int,
+    production: int | None,
+    options: RetrainOptions,
+    bins: int,
+) -> Judged:
+    """Score both versions on the gold set and apply the gate, then --force-promote, then --dry-run."""
+    roles = {"candidate": candidate, **({"production": production} if production is not None else {})}
+    probs, scores, overlap = gold_scores(registry, name, roles, data, options, bins)
+    seen = overlap["production"].seen if production is not None else None
+    fair = {role: o.rows == 0 for role, o in overlap.items()}
+    extra = (
+        {str(production): {**scores["production"], "rows": len(data.gold), "fair": True, "production": True}}
+        if fair.get("production")
+        else {}
+    )
+    floor = ledger.floor_reference(data.gold_sha, extra)
+    gate = decide(
+        GateInputs(
+            labels=data.gold.labels,
+            candidate=probs["candidate"],
+            candidate_version=candidate,
+            production=probs.get("production"),
+            production_version=production,
+            comparable=None if seen is None else ~seen,
+            floor=FloorReference(floor["version"], floor["accuracy"], floor["rows"]) if floor else None,
+        ),
+        options.policy,
+        options.extra_checks,
+    )
+    promote, reason = gate.promote, gate.reason
+    if options.force_promote and not promote:
+        promote, reason = True, f"forced (--force-promote) despite: {reason}"
+    if options.dry_run:
+        promote, reason = False, f"dry run; would {'promote' if promote else 'not promote'}: {reason}"
+    for role, score in scores.items():  # what the ledger keeps for later floors
+        score.update(
+            rows=len(data.gold),
+            fair=fair[role],
+            production=role == "production" or (promote and not options.dry_run),
+        )
+    return Judged(scores, overlap, gate, gate.check("floor").numbers if floor else None, promote, reason)
+
+
+# -- step 5: report -------------------------------------------------------------------------------
+def build_report(
     run_id: str,
     name: str,
-    options: RetrainOptions,
     config: TrainConfig,
-    data: Ingested,
-    result: TrainResult,
+    data: Gathered,
+    result,
     production: int | None,
-    gold: dict,
-    decision: tuple[bool, str],
-    timings: dict[str, float],
+    judged: Judged,
+    ledger: Ledger,
+    options: RetrainOptions,
+    timings: dict,
 ) -> dict:
-    """Return the run's report: decision, gold metrics, what was ingested, config and lineage."""
-    entries = data.entries.values()
+    """Return the run's report: decision and checks, gold set and overlaps, data account, lineage."""
     return {
         "run_id": run_id,
         "model": name,
-        "promoted": decision[0],
-        "reason": decision[1],
+        "promoted": judged.promote,
+        "reason": judged.reason,
+        "dry_run": options.dry_run,
+        "forced": options.force_promote and not judged.gate.promote,
         "candidate_version": result.version,
         "parent_version": production,
-        "gold_file": str(options.gold),
-        "gold_sha256": fingerprint(options.gold),
-        "gold": gold,
-        "ingest": {
-            "files": [e["file"] for e in entries],
-            "rows_added": sum(e["rows_added"] for e in entries),
-            "duplicates": sum(e["duplicates"] for e in entries),
+        "gate": judged.gate.to_dict(),
+        "floor": judged.floor,
+        "gold": {
+            "file": str(options.gold),
+            "sha256": data.gold_sha,
+            "rows": len(data.gold),
+            "metrics": {
+                role: {k: v for k, v in s.items() if k in ("version", *METRICS)}
+                for role, s in judged.scores.items()
+            },
+            "overlap": {role: o.to_dict() for role, o in judged.overlap.items()},
+        },
+        "data": {
+            "base_file": config.train_file,
+            "pool": {**ledger.summary(), "pooled_runs_used": [rid for rid, _ in data.pooled]},
+            "new_files": [e["file"] for e in data.batch.files.values()],
+            "bad_files": data.batch.bad_files,
+            **data.training.account,
         },
         "config": config.to_dict(),
         "data_fingerprints": data.inputs.fingerprints,
         "timings": timings,
         "validation_metrics": result.manifest["metrics"],
-        "dry_run": options.dry_run,
     }
 
 
+# -- step 6: record, promote, prune ---------------------------------------------------------------
+def commit(
+    registry: Registry,
+    name: str,
+    ledger: Ledger,
+    run_id: str,
+    report: dict,
+    data: Gathered,
+    judged: Judged,
+    rows_file: Path,
+) -> None:
+    """Record the run (the one atomic write of its outcome), then swap the production pointer."""
+    candidate, production = report["candidate_version"], report["parent_version"]
+    entry = {
+        "seq": ledger.next_seq(),
+        "status": POOLED if judged.promote else QUARANTINED,
+        "rows": len(data.batch.rows),
+        "rows_file": str(rows_file.relative_to(ledger.model_home)),
+        "files": [e["file"] for e in data.batch.files.values()],
+        "promoted": judged.promote,
+        "candidate_version": candidate,
+        "parent_version": production,
+        "reason": judged.reason,
+        "report_dir": report["report_dir"],
+        "decided_at": time.time(),
+    }
+    scores = {
+        str(s["version"]): {k: v for k, v in s.items() if k != "version"} for s in judged.scores.values()
+    }
+    ledger.record_run(run_id, entry, data.batch.files, scores, data.gold_sha)
+    _reached("after-record")
+    if judged.promote:
+        registry.promote(name, candidate)
+    _reached("after-promote")
+
+
 def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
-    """Run one retraining cycle; return its report (also written under ``<model>/runs/<run_id>``)."""
+    """Run one retraining cycle; return its report (also written under ``<model>/runs/<run_id>-v<N>``)."""
     started = time.perf_counter()
-    run_id = time.strftime("%Y%m%d-%H%M%S")
+    run_id = new_run_id()
     timings: dict[str, float] = {}
     with registry.lock(name, timeout=options.lock_timeout):
-        folder = DropFolder(options.drop, registry.model_home(name) / "pipeline")
+        recover(registry, name)
+        ledger = Ledger(registry, name)
         production = registry.production_version(name)
         base_config = (
             TrainConfig.from_dict(registry.manifest(name, production)["config"])
@@ -408,52 +397,137 @@ def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
         )
         config = base_config.replace(**options.config_overrides)
 
-        # 1. Ingest: base data + earlier drops + new drops, de-duplicated by normalised text.
+        # 1-2. The drop files, the gold set, and the training set built from the pool.
         t0 = time.perf_counter()
-        data = gather_training_data(config, folder, options)
+        data = gather(config, ledger, options, run_id)
         timings["ingest_s"] = time.perf_counter() - t0
-
-        # 2. The gold set must never be trained on.
-        gold_data = load_labelled(
-            options.gold, text_column=config.text_column, label_column=config.label_column
-        )
-        refuse_gold_overlap(options.gold, gold_data, data.inputs.labelled.texts)
 
         # 3. Train the candidate from production's configuration.
         t0 = time.perf_counter()
         result = train_candidate(registry, name, config, data, production, options, run_id)
         timings["train_s"] = time.perf_counter() - t0
+        _reached("after-publish")
 
-        # 4. Evaluate both on the same gold set, and decide.
+        # 4. Both versions on the same gold set (production on the rows it never saw); the gate.
         t0 = time.perf_counter()
-        roles = {"candidate": result.version, "production": production}
-        metrics = gold_metrics(registry, name, roles, gold_data)
+        judged = judge(registry, name, ledger, data, result.version, production, options, config.ece_bins)
         timings["evaluate_s"] = time.perf_counter() - t0
-        promote, reason = final_decision(metrics, options)
 
-        # 5. Report, then the atomic steps: promotion, consumed files, pruning.
+        # 5. Report, with the rows this run brought beside it.
         timings["total_s"] = time.perf_counter() - started
-        report = run_report(
-            run_id, name, options, config, data, result, production, metrics, (promote, reason), timings
-        )
         out_dir = registry.model_home(name) / "runs" / f"{run_id}-v{result.version}"
-        write_comparison(out_dir, report)
+        report = build_report(
+            run_id, name, config, data, result, production, judged, ledger, options, timings
+        )
         report["report_dir"] = str(out_dir)
-        # Promote before recording the files: killed in between, the next run re-ingests them and
-        # de-duplication turns them into no-ops; the other order could lose a promotion for good.
-        if promote:
-            registry.promote(name, result.version)
+        rows_file = store_rows(data.batch.rows, out_dir)
+        write_run_report(out_dir, report)
+        _reached("after-report")
+
+        # 6. Record, promote, prune.
         if not options.dry_run:
-            folder.record(data.entries, data.new_rows)
+            commit(registry, name, ledger, run_id, report, data, judged, rows_file)
         log.info(
             "candidate v%d %s: %s",
             result.version,
-            "PROMOTED" if promote else "kept as non-production",
-            reason,
+            "PROMOTED" if judged.promote else "kept as non-production",
+            judged.reason,
         )
         prune = options.keep_last and not options.dry_run
         report["pruned"] = registry.prune(name, options.keep_last) if prune else []
     return report
+
+
+# -- status and make-gold -------------------------------------------------------------------------
+def _gold_status(
+    registry: Registry,
+    name: str,
+    ledger: Ledger,
+    gold: Path,
+    data_dir: Path | None,
+    last: dict | None,
+    policy: Policy,
+) -> tuple[dict, dict | None]:
+    """Return (gold overlaps of production and the last candidate, the floor) for one gold file."""
+    if not Path(gold).is_file():
+        return {"file": str(gold), "error": "no such file (make one with make-gold)"}, None
+    gold_data = load_labelled(gold)
+    gold_sha = fingerprint(gold)
+    hashes = key_hashes(map(text_key, gold_data.texts))
+    production = registry.production_version(name)
+    overlap = {
+        "production": None
+        if production is None
+        else gold_overlap(registry, name, production, hashes, data_dir).to_dict()
+    }
+    if last is not None and last["gold"]["sha256"] == gold_sha:
+        overlap["last_candidate"] = last["gold"]["overlap"]["candidate"]
+    reference = ledger.floor_reference(gold_sha)
+    floor = (
+        None
+        if reference is None
+        else {
+            "reference_version": reference["version"],
+            "reference_accuracy": reference["accuracy"],
+            "margin": policy.floor_margin,
+            "floor": reference["accuracy"] - policy.floor_margin,
+        }
+    )
+    return {"file": str(gold), "sha256": gold_sha, "rows": len(gold_data), "overlap": overlap}, floor
+
+
+def status(
+    registry: Registry, name: str, *, gold: Path | None, data_dir: Path | None, policy: Policy
+) -> dict:
+    """Return what an operator needs: production, pool, quarantine, gold overlaps, last paired test, floor."""
+    ledger = Ledger(registry, name)
+    production = registry.production_version(name)
+    reports = [
+        json.loads(p.read_text()) for p in sorted((registry.model_home(name) / "runs").glob("*/report.json"))
+    ]
+    last = reports[-1] if reports else None
+    pending = ledger.pending_promotion(production)
+    summary = ledger.summary()
+    doc = {
+        "model": name,
+        "production": production,
+        "versions": registry.versions(name),
+        "pending_promotion": {
+            "run_id": pending[0],
+            "version": pending[1]["candidate_version"],
+            "fix": "python -m training.pipeline recover",
+        }
+        if pending
+        else None,
+        "pool": {
+            "base_file": registry.manifest(name, production)["config"]["train_file"] if production else None,
+            "pooled_runs": summary["pooled_runs"],
+            "pooled_rows": summary["pooled_rows"],
+            "last_training_set_rows": last["data"]["rows"] if last else None,
+        },
+        "quarantined_runs": summary["quarantined_runs"],
+        "gold": None,
+        "floor": None,
+        "last_run": None,
+        "recent_runs": [
+            {"run_id": r["run_id"], "promoted": r["promoted"], "reason": r["reason"]} for r in reports[-5:]
+        ],
+    }
+    if last is not None:
+        paired = next(
+            (c["numbers"] for c in last["gate"]["checks"] if c["name"] == "accuracy_vs_production"), None
+        )
+        doc["last_run"] = {
+            "run_id": last["run_id"],
+            "promoted": last["promoted"],
+            "reason": last["reason"],
+            "candidate_version": last["candidate_version"],
+            "paired": paired or None,
+            "report": str(Path(last["report_dir"]) / "report.md"),
+        }
+    if gold is not None:
+        doc["gold"], doc["floor"] = _gold_status(registry, name, ledger, gold, data_dir, last, policy)
+    return doc
 
 
 def make_gold(
@@ -480,11 +554,51 @@ def make_gold(
 
 
 # -- command line ---------------------------------------------------------------------------------
+GOLD_DEFAULT = Path(os.environ.get("SENTIMENT_GOLD_FILE", "data/gold.csv"))
+DATA_DIR_HELP = (
+    "where the base training files named in the production config live "
+    "(default: $SENTIMENT_DATA_DIR or ../shared/data/imdb)"
+)
+
+
+def add_policy_flags(r: argparse.ArgumentParser) -> None:
+    """Add the promotion gate's flags (training/gate.py explains each check)."""
+    d = Policy()
+    r.add_argument(
+        "--accuracy-tolerance",
+        type=float,
+        default=d.accuracy_tolerance,
+        help="refuse if the confidence interval of (candidate - production) gold accuracy lies "
+        "entirely below minus this",
+    )
+    r.add_argument(
+        "--log-loss-tolerance",
+        type=float,
+        default=d.log_loss_tolerance,
+        help="refuse if the confidence interval of the gold log-loss difference lies entirely above this",
+    )
+    r.add_argument(
+        "--ece-tolerance",
+        type=float,
+        default=d.ece_tolerance,
+        help="refuse if gold ECE is more than this above production's",
+    )
+    r.add_argument(
+        "--floor-margin",
+        type=float,
+        default=d.floor_margin,
+        help="refuse if gold accuracy is below the best production score on this gold set minus this",
+    )
+    r.add_argument(
+        "--confidence", type=float, default=d.confidence, help="confidence level of the paired intervals"
+    )
+
+
 def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     """Add the ``retrain`` subcommand and its flags."""
     r = sub.add_parser(
         "retrain",
-        help="ingest new data, train a candidate, promote it if it is not worse",
+        help="read new data, train a candidate, promote it if the gate lets it",
         formatter_class=HelpFormatter,
     )
     r.add_argument(
@@ -493,16 +607,10 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--gold",
         type=Path,
-        default=Path(os.environ.get("SENTIMENT_GOLD_FILE", "data/gold.csv")),
-        help="frozen labelled evaluation file, never trained on (default: $SENTIMENT_GOLD_FILE or data/gold.csv)",
+        default=GOLD_DEFAULT,
+        help="frozen labelled evaluation file, never trained on (default: $SENTIMENT_GOLD_FILE)",
     )
-    r.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="where the base training files named in the production config live "
-        "(default: $SENTIMENT_DATA_DIR or ../shared/data/imdb)",
-    )
+    r.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
     r.add_argument(
         "--train-file",
         default=None,
@@ -513,18 +621,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="train the candidate from this preset instead of production's configuration",
     )
-    r.add_argument(
-        "--accuracy-tolerance",
-        type=float,
-        default=Policy.accuracy_tolerance,
-        help="promote only if gold accuracy is at most this much below production's",
-    )
-    r.add_argument(
-        "--ece-tolerance",
-        type=float,
-        default=Policy.ece_tolerance,
-        help="promote only if gold ECE is at most this much above production's",
-    )
+    add_policy_flags(r)
     r.add_argument(
         "--keep-last",
         type=int,
@@ -544,10 +641,10 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
         help="keep running: retrain every N hours (for the compose 'trainer' service)",
     )
     switches = {
-        "--dry-run": "train and evaluate, never promote or consume files",
-        "--force-promote": "promote even if the candidate is worse",
+        "--dry-run": "train and evaluate; never promote, record, consume or quarantine anything",
+        "--force-promote": "promote even if the gate refuses the candidate",
         "--allow-empty": "retrain even if the drop folder has nothing new",
-        "--skip-bad-rows": "skip and count unusable rows in new files",
+        "--skip-bad-rows": "skip and count unusable rows in new files (else such a file is quarantined)",
         "--shuffle-labels": "train on shuffled labels (a deliberately bad candidate, to check the promotion gate)",
         "--continue-word2vec": "continue training production's word2vec instead of rebuilding it",
     }
@@ -555,8 +652,38 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
         r.add_argument(flag, action="store_true", help=text)
 
 
-def add_make_gold_command(sub: argparse._SubParsersAction) -> None:
-    """Add the ``make-gold`` subcommand and its flags."""
+def add_other_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the status, admit, recover, rollback, promote and make-gold subcommands."""
+    s = sub.add_parser(
+        "status", help="print production, pool, quarantine, gold overlaps, last test and floor (JSON)"
+    )
+    s.add_argument(
+        "--gold", type=Path, default=GOLD_DEFAULT, help="gold set to check overlaps and the floor against"
+    )
+    s.add_argument(
+        "--data-dir", type=Path, default=None, help=DATA_DIR_HELP + "; used to rebuild old lineage"
+    )
+    s.add_argument(
+        "--floor-margin", type=float, default=Policy.floor_margin, help="margin of the floor shown"
+    )
+    a = sub.add_parser(
+        "admit", help="move a refused run's quarantined rows into the training pool, on purpose"
+    )
+    a.add_argument("--run", required=True, help="run id (status lists the quarantined runs)")
+    sub.add_parser("recover", help="complete a promotion a killed run recorded but did not apply")
+    sub.add_parser("rollback", help="make the previous production version production again")
+    p = sub.add_parser(
+        "promote", help="make a given version production (by hand; the retrain gate is skipped)"
+    )
+    p.add_argument(
+        "--model-version",
+        "--version",
+        dest="version",
+        type=version_number_arg,
+        required=True,
+        metavar="N",
+        help="version number to promote (--version is the old spelling)",
+    )
     g = sub.add_parser(
         "make-gold",
         help="split a labelled file into a frozen gold set and a training remainder",
@@ -574,31 +701,14 @@ def add_make_gold_command(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the CLI parser with the retrain, rollback, promote, status and make-gold commands."""
+    """Return the CLI parser with the retrain, status, admit, recover, rollback, promote and make-gold commands."""
     parser = argparse.ArgumentParser(
         prog="python -m training.pipeline", description=__doc__, formatter_class=DocHelpFormatter
     )
     add_registry_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-
     add_retrain_command(sub)
-
-    sub.add_parser("rollback", help="make the previous production version production again")
-    p = sub.add_parser(
-        "promote", help="make a given version production (by hand; the retrain gate is skipped)"
-    )
-    p.add_argument(
-        "--model-version",
-        "--version",
-        dest="version",
-        type=version_number_arg,
-        required=True,
-        metavar="N",
-        help="version number to promote (--version is the old spelling)",
-    )
-    sub.add_parser("status", help="print versions, production and the last runs as JSON")
-
-    add_make_gold_command(sub)
+    add_other_commands(sub)
     return parser
 
 
@@ -607,11 +717,18 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
     overrides = {} if args.train_file is None else {"train_file": args.train_file}
     if args.preset:
         overrides = {**preset(args.preset).to_dict(), **overrides}
+    policy = Policy(
+        accuracy_tolerance=args.accuracy_tolerance,
+        log_loss_tolerance=args.log_loss_tolerance,
+        ece_tolerance=args.ece_tolerance,
+        floor_margin=args.floor_margin,
+        confidence=args.confidence,
+    )
     return RetrainOptions(
         drop=args.new_data,
         gold=args.gold,
         data_dir=args.data_dir or default_data_dir(),
-        policy=Policy(args.accuracy_tolerance, args.ece_tolerance),
+        policy=policy,
         dry_run=args.dry_run,
         force_promote=args.force_promote,
         continue_word2vec=args.continue_word2vec,
@@ -629,7 +746,8 @@ def retrain_loop(registry: Registry, name: str, options: RetrainOptions, every_h
     while True:
         try:
             report = retrain(registry, name, options)
-            print(json.dumps({k: report[k] for k in SUMMARY_KEYS}, indent=2))
+            summary = {k: report[k] for k in SUMMARY_KEYS} | {"gold": report["gold"]["metrics"]}
+            print(json.dumps(summary, indent=2), flush=True)
         except Exception as exc:  # noqa: BLE001 - a scheduler must outlive one bad run
             if every_hours is None:
                 raise
@@ -640,42 +758,56 @@ def retrain_loop(registry: Registry, name: str, options: RetrainOptions, every_h
         time.sleep(every_hours * 3600)
 
 
-def status(registry: Registry, name: str) -> dict:
-    """Return the versions, the production version and the reasons of the last five runs."""
-    runs = sorted((registry.model_home(name) / "runs").glob("*/report.json"))[-5:]
-    return {
-        "versions": registry.versions(name),
-        "production": registry.production_version(name),
-        "recent_runs": [json.loads(p.read_text())["reason"] for p in runs],
-    }
+def run_command(args: argparse.Namespace, registry: Registry, name: str) -> None:
+    """Carry out one subcommand and print its JSON result."""
+    if args.command == "rollback":
+        print(json.dumps({"production": registry.rollback(name)}))
+    elif args.command == "promote":
+        registry.promote(name, args.version)
+        print(json.dumps({"production": args.version}))
+    elif args.command == "recover":
+        print(
+            json.dumps(
+                {"recovered": recover(registry, name), "production": registry.production_version(name)}
+            )
+        )
+    elif args.command == "admit":
+        with registry.lock(name):
+            print(json.dumps({"run_id": args.run, **Ledger(registry, name).admit(args.run)}, indent=2))
+    elif args.command == "status":
+        doc = status(
+            registry,
+            name,
+            gold=args.gold,
+            data_dir=args.data_dir or default_data_dir(),
+            policy=Policy(floor_margin=args.floor_margin),
+        )
+        print(json.dumps(doc, indent=2, default=str))
+    elif args.command == "make-gold":
+        print(
+            json.dumps(
+                make_gold(
+                    args.source,
+                    args.rows,
+                    args.out,
+                    args.remainder,
+                    args.seed,
+                    args.text_column,
+                    args.label_column,
+                ),
+                indent=2,
+            )
+        )
+    else:
+        retrain_loop(registry, name, options_from_args(args), args.every_hours)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline CLI; exit 2 on bad input, 3 if another run holds the lock."""
     args = build_parser().parse_args(argv)
     configure_logging()
-    registry, name = Registry(args.registry_root), args.model_name
     try:
-        if args.command == "rollback":
-            print(json.dumps({"production": registry.rollback(name)}))
-        elif args.command == "promote":
-            registry.promote(name, args.version)
-            print(json.dumps({"production": args.version}))
-        elif args.command == "status":
-            print(json.dumps(status(registry, name), indent=2))
-        elif args.command == "make-gold":
-            made = make_gold(
-                args.source,
-                args.rows,
-                args.out,
-                args.remainder,
-                args.seed,
-                args.text_column,
-                args.label_column,
-            )
-            print(json.dumps(made, indent=2))
-        else:
-            retrain_loop(registry, name, options_from_args(args), args.every_hours)
+        run_command(args, Registry(args.registry_root), args.model_name)
     except RegistryError as exc:
         log.error("%s", exc)
         return 3 if "timed out" in str(exc) else 2

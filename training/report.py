@@ -97,7 +97,8 @@ def write_report(
         lines.append(f"- **{key}**: {value}")
     lines += [
         "",
-        f"Temperature (fitted on the validation split): **{evaluation['temperature']:.4f}**",
+        f"Temperature (fitted at training time on the calibration split): **{evaluation['temperature']:.4f}**; "
+        "the 'after scaling' column is out of sample",
         "",
         "| metric | before scaling | after scaling |",
         "| --- | --- | --- |",

@@ -46,15 +46,16 @@ from training.config import PRESETS, TrainConfig, preset
 from training.data import (
     DataError,
     LabelledData,
+    calibration_split,
     default_data_dir,
     fingerprint,
-    load_labelled,
+    labelled_rows,
     load_unlabelled,
     resolve,
-    stratified_sample,
     train_validation_split,
 )
-from training.metrics import evaluate_logits, fit_temperature
+from training.lineage import write_training_data
+from training.metrics import cross_fitted_probabilities, evaluate_logits
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +93,16 @@ class Prepared:
     embedding_stats: dict
     x_train: list[np.ndarray]
     y_train: np.ndarray
-    x_val: list[np.ndarray]
+    x_val: list[np.ndarray]  # epoch selection (early stopping)
     y_val: np.ndarray
+    x_cal: list[np.ndarray]  # calibration: fits the temperature, never picks the epoch
+    y_cal: np.ndarray
 
 
 def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingInputs:
     """Load the labelled and unlabelled files named by the config (sampled as configured)."""
     train_path = resolve(config.train_file, data_dir)
-    labelled = load_labelled(
-        train_path,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        skip_bad_rows=config.skip_bad_rows,
-    )
-    if config.sample:
-        labelled = labelled.subset(stratified_sample(labelled.labels, config.sample, config.seed))
+    labelled = labelled_rows(config, train_path)
     fingerprints = {str(train_path): fingerprint(train_path)}
     unlabelled: list[str] = []
     if config.unlabelled_file and config.unlabelled_sample != 0:
@@ -125,13 +121,19 @@ def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingIn
 def prepare(
     config: TrainConfig, inputs: TrainingInputs, previous_word2vec: Path | None, timings: dict[str, float]
 ) -> Prepared:
-    """Split, tokenise, build the vocabulary and word2vec, and encode both splits."""
-    # The validation split doubles as calibration and early-stopping set; it never feeds the
-    # vocabulary or word2vec.
+    """Split, tokenise, build the vocabulary and word2vec, and encode the splits."""
+    # The held-out rows never feed the vocabulary or word2vec. Half of them pick the epoch (early
+    # stopping), the other half fits the temperature: calibration is judged on rows model
+    # selection never used.
     labelled = inputs.labelled
-    train_idx, val_idx = train_validation_split(labelled.labels, config.val_fraction, config.seed)
+    train_idx, held_out = train_validation_split(labelled.labels, config.val_fraction, config.seed)
+    val_idx, cal_idx = calibration_split(labelled.labels, held_out, config.calibration_fraction, config.seed)
     log.info(
-        "data: %d train, %d validation, %d unlabelled", len(train_idx), len(val_idx), len(inputs.unlabelled)
+        "data: %d train, %d epoch selection, %d calibration, %d unlabelled",
+        len(train_idx),
+        len(val_idx),
+        len(cal_idx),
+        len(inputs.unlabelled),
     )
 
     t0 = time.perf_counter()
@@ -177,23 +179,32 @@ def prepare(
         y_train=labelled.labels[train_idx],
         x_val=encode(val_idx),
         y_val=labelled.labels[val_idx],
+        x_cal=encode(cal_idx),
+        y_cal=labelled.labels[cal_idx],
     )
 
 
 # -- step 3: calibrate ----------------------------------------------------------------------------
 def calibrate(logits_fn, data: Prepared, config: TrainConfig) -> dict:
-    """Fit one temperature on the validation logits (Guo et al. 2017); return the evaluation."""
+    """Fit one temperature on the calibration split (Guo et al. 2017); return its out-of-sample evaluation.
+
+    The served temperature is fitted on the whole split; the "after scaling" metrics come from
+    2-fold cross-fitting (each row scaled by the temperature fitted on the other half), so no row
+    is judged by a temperature it helped fit.
+    """
     from training.fit import predict_logits
 
-    val_logits = predict_logits(logits_fn, data.x_val)
-    temperature = fit_temperature(data.y_val, val_logits)
-    evaluation = evaluate_logits(data.y_val, val_logits, temperature, config.ece_bins)
+    logits = predict_logits(logits_fn, data.x_cal)
+    temperature, probs, folds = cross_fitted_probabilities(data.y_cal, logits, seed=config.seed)
+    evaluation = evaluate_logits(data.y_cal, logits, temperature, config.ece_bins, calibrated_probs=probs)
+    evaluation["fold_temperatures"] = folds
     log.info(
-        "validation: accuracy %.4f, ECE %.4f → %.4f after T=%.3f",
+        "calibration split: accuracy %.4f, ECE %.4f → %.4f out of sample, T=%.3f (folds %s)",
         evaluation["calibrated"]["accuracy"],
         evaluation["uncalibrated"]["ece"],
         evaluation["calibrated"]["ece"],
         temperature,
+        [round(t, 3) for t in folds],
     )
     return evaluation
 
@@ -211,7 +222,7 @@ def export(model, serving, data: Prepared, staging: Path, config: TrainConfig) -
     onnx.save(build_onnx_model(extract_weights(model, config)), str(staging / ONNX_FILE))
     data.vocab.save(staging / TOKENIZER_FILE)
     data.word2vec.save(str(staging / WORD2VEC_FILE))
-    return check_parity(model, staging, data.x_val, config)
+    return check_parity(model, staging, data.x_val + data.x_cal, config)
 
 
 # -- parity ---------------------------------------------------------------------------------------
@@ -305,7 +316,7 @@ def build_manifest(
         "ece_uncalibrated": uncalibrated["ece"],
         "accuracy_uncalibrated": uncalibrated["accuracy"],
         "best_epoch": best_epoch,
-        "split": "validation",
+        "split": "calibration (never used to pick the epoch; temperature cross-fitted)",
     }
     return {
         "format": ARTIFACT_FORMAT,
@@ -315,7 +326,10 @@ def build_manifest(
         "calibration": {
             "method": "temperature",
             "temperature": evaluation["temperature"],
-            "fitted_on": "validation",
+            "fitted_on": "calibration split",
+            "rows": len(data.x_cal),
+            "metrics": "2-fold cross-fitted, out of sample",
+            "fold_temperatures": evaluation["fold_temperatures"],
         },
         "metrics": metrics,
         "history": history,
@@ -325,6 +339,7 @@ def build_manifest(
         "data": {
             "train_rows": len(data.x_train),
             "validation_rows": len(data.x_val),
+            "calibration_rows": len(data.x_cal),
             "unlabelled_rows": len(inputs.unlabelled),
             "skipped_rows": inputs.labelled.skipped,
         },
@@ -343,7 +358,8 @@ def write_artifact(staging: Path, manifest: dict, evaluation: dict, history: lis
     from training.report import write_report
 
     context = {
-        "validation rows": manifest["data"]["validation_rows"],
+        "epoch-selection rows": manifest["data"]["validation_rows"],
+        "calibration rows": manifest["data"]["calibration_rows"],
         "best epoch": manifest["metrics"]["best_epoch"],
         "training time (s)": round(manifest["timings"]["total_s"]),
     }
@@ -421,6 +437,7 @@ def train_version(
             parent_version=parent_version,
         )
         manifest.update(extra_manifest or {})
+        write_training_data(staging, inputs.labelled.texts, inputs.labelled.labels)  # lineage: what it saw
         write_artifact(staging, manifest, evaluation, fitted.history)
         version, promoted = publish(registry, name, staging, promote)
     path = registry.version_dir(name, version)

@@ -1,7 +1,7 @@
-"""Retraining pipeline: ingest, de-duplicate, gate promotion on a gold set, survive kills and races."""
+"""Retraining pipeline machinery: reading drops, reports, dry runs, locks, and kills at every step."""
 
 import json
-import shutil
+import os
 import signal
 import subprocess
 import sys
@@ -11,109 +11,120 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.store import Registry
-from tests.conftest import DATA_DIR, PROJECT_ROOT
-from training.config import preset
-from training.data import DataError, load_labelled, stratified_sample
-from training.pipeline import Policy, RetrainOptions, decide, retrain, text_key
+from tests.conftest import PROJECT_ROOT
+from tests.training.synthetic import reviews, write
+from training.data import DataError, fingerprint
+from training.gate import Check, Policy
+from training.pipeline import KILL_AT_ENV, RetrainOptions, main, retrain
+from training.pool import Ledger, pending_files, read_drop
 
 pytestmark = pytest.mark.slow
-TINY = preset("tiny").to_dict()
-
-
-def test_decide_applies_both_tolerances():
-    prod = {"accuracy": 0.90, "ece": 0.02}
-    assert decide({"accuracy": 0.897, "ece": 0.025}, prod, Policy(0.005, 0.01))[0]
-    ok, reason = decide({"accuracy": 0.89, "ece": 0.02}, prod, Policy(0.005, 0.01))
-    assert not ok and "accuracy 0.8900 is 0.0100 below" in reason
-    ok, reason = decide({"accuracy": 0.95, "ece": 0.05}, prod, Policy(0.005, 0.01))
-    assert not ok and "ECE" in reason
-    assert decide({"accuracy": 0.1, "ece": 0.5}, None, Policy())[0]
+LOOSE = Policy(
+    accuracy_tolerance=1, log_loss_tolerance=1, ece_tolerance=1, floor_margin=1
+)  # gate always passes
+LOOSE_FLAGS = [
+    "--accuracy-tolerance",
+    "1",
+    "--log-loss-tolerance",
+    "1",
+    "--ece-tolerance",
+    "1",
+    "--floor-margin",
+    "1",
+]
 
 
 @pytest.fixture
-def setup(trained_registry, tmp_path):
-    """A private copy of the trained registry, a gold set disjoint from its data, and a drop folder."""
-    registry = Registry(tmp_path / "models")
-    shutil.copytree(trained_registry.root, registry.root)
-    full = load_labelled(DATA_DIR / "train.csv.gz")
-    used = stratified_sample(full.labels, preset("small").sample, preset("small").seed)
-    used_by_candidate = stratified_sample(full.labels, TINY["sample"], TINY["seed"])
-    used_keys = {text_key(full.texts[i]) for i in np.union1d(used, used_by_candidate)}
-    keys = pd.Series([text_key(t) for t in full.texts])
-    # IMDB has duplicate reviews: only rows whose text occurs once and is not trained on are fair game.
-    unique = (~keys.duplicated(keep=False)) & ~keys.isin(used_keys)
-    unused = np.flatnonzero(unique.to_numpy())
-    rng = np.random.default_rng(5)
-    gold_rows = rng.choice(unused, 300, replace=False)
-    new_rows = rng.choice(np.setdiff1d(unused, gold_rows), 150, replace=False)
-    gold = tmp_path / "gold.csv"
-    pd.DataFrame({"text": [full.texts[i] for i in gold_rows], "label": full.labels[gold_rows]}).to_csv(
-        gold, index=False
-    )
+def setup(synthetic_world, tmp_path):
+    """A private copy of the world's registry and a drop folder: 150 new reviews plus 20 already in base."""
+    registry = synthetic_world.registry_copy(tmp_path / "models")
     drop = tmp_path / "drop"
-    drop.mkdir()
-    # New data: 150 unseen reviews plus 20 the candidate already trains on (to be de-duplicated).
-    once = [i for i in used_by_candidate if (keys == keys[i]).sum() == 1][:20]
-    rows = list(new_rows) + once
-    pd.DataFrame(
-        {"text": [full.texts[i] for i in rows], "label": ["pos" if full.labels[i] else "neg" for i in rows]}
-    ).to_csv(drop / "batch1.csv", index=False)
-    return registry, gold, drop
+    base = pd.read_csv(synthetic_world.base)
+    write(
+        pd.concat(
+            [
+                reviews(150, 21),
+                base.iloc[50:70].assign(label=np.where(base.iloc[50:70]["label"] == "pos", 1, 0)),
+            ]
+        ),
+        drop / "batch1.csv",
+    )
+    return registry, synthetic_world, drop
 
 
-def run(registry, gold, drop, **kwargs):
-    overrides = {**TINY, **kwargs.pop("overrides", {})}
-    options = RetrainOptions(drop=drop, gold=gold, data_dir=DATA_DIR, config_overrides=overrides, **kwargs)
+def run(registry, world, drop, **kwargs):
+    policy = kwargs.pop("policy", LOOSE)
+    options = RetrainOptions(drop=drop, gold=world.gold, data_dir=world.root, policy=policy, **kwargs)
     return retrain(registry, "sentiment", options)
 
 
-def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
-    registry, gold, drop = setup
-    report = run(registry, gold, drop, policy=Policy(1.0, 1.0))
-    assert report["ingest"] == {"files": [str(drop / "batch1.csv")], "rows_added": 150, "duplicates": 20}
+def test_retrain_reads_dedups_reports_and_never_consumes_twice(setup):
+    registry, world, drop = setup
+    report = run(registry, world, drop)
+    data = report["data"]
+    assert data["new_files"] == [str(drop / "batch1.csv")]
+    assert (data["new_rows_read"], data["new_texts"], data["duplicates"], data["relabelled"]) == (
+        170,
+        150,
+        20,
+        0,
+    )
     assert report["promoted"] and registry.production_version("sentiment") == report["candidate_version"] == 2
-    assert set(report["gold"]) == {"candidate", "production"}
+    assert set(report["gold"]["metrics"]) == {"candidate", "production"}
     manifest = registry.manifest("sentiment", 2)
     assert manifest["lineage"]["parent_version"] == 1
     assert str(drop / "batch1.csv") in manifest["lineage"]["data_fingerprints"]
-    out = registry.model_home("sentiment") / "runs"
-    run_dir = next(out.iterdir())
-    assert {"report.json", "report.md", "comparison.png"} <= {p.name for p in run_dir.iterdir()}
-    with pytest.raises(DataError, match="no new files"):
-        run(registry, gold, drop)
+    run_dir = next((registry.model_home("sentiment") / "runs").iterdir())
+    assert {"report.json", "report.md", "comparison.png", "rows.parquet"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    ledger = Ledger(registry, "sentiment")
+    assert ledger.summary()["pooled_rows"] == 170 and fingerprint(drop / "batch1.csv") in ledger.consumed()
+    with pytest.raises(DataError, match="no new usable files"):
+        run(registry, world, drop)
     assert registry.versions("sentiment") == [1, 2]
 
 
-def test_dry_run_neither_promotes_nor_consumes(setup):
-    registry, gold, drop = setup
-    report = run(registry, gold, drop, dry_run=True, policy=Policy(1.0, 1.0))
-    assert not report["promoted"] and report["reason"].startswith("dry run; would promote")
-    assert registry.production_version("sentiment") == 1
-    assert len(list((drop).iterdir())) == 1
-    report = run(registry, gold, drop, policy=Policy(1.0, 1.0))  # the files are still pending
-    assert report["ingest"]["rows_added"] == 150
-
-
-def test_shuffled_label_candidate_is_not_promoted(setup):
-    registry, gold, drop = setup
-    report = run(registry, gold, drop, shuffle_labels=True)
-    assert not report["promoted"]
-    assert "below production's" in report["reason"]
-    assert registry.production_version("sentiment") == 1
+def test_dry_run_of_a_shuffled_label_candidate_consumes_nothing_and_sees_production_lineage(setup, tmp_path):
+    registry, world, drop = setup
+    # A gold set with 50 reviews production v1 was trained on (as after ./run.sh, then make-gold).
+    gold = pd.concat([pd.read_csv(world.gold), pd.read_csv(world.base).iloc[100:150]])
+    gold.to_csv(tmp_path / "leaky-gold.csv", index=False)
+    options = RetrainOptions(
+        drop=drop,
+        gold=tmp_path / "leaky-gold.csv",
+        data_dir=world.root,
+        dry_run=True,
+        shuffle_labels=True,
+        extra_checks=[lambda inputs, policy: Check("behaviour", True, f"v{inputs.candidate_version} ok")],
+    )
+    report = retrain(registry, "sentiment", options)
+    assert not report["promoted"] and report["reason"].startswith("dry run; would not promote")
+    assert (
+        "accuracy_vs_production" in report["reason"]
+        and "worse by more than the tolerance" in report["reason"]
+    )
     assert report["candidate_version"] in registry.versions("sentiment")  # kept, not production
+    assert registry.production_version("sentiment") == 1
+    ledger = Ledger(registry, "sentiment")
+    assert ledger.doc["runs"] == {} and [p.name for p, _ in pending_files(drop, ledger.consumed())] == [
+        "batch1.csv"
+    ]
+    overlap = report["gold"]["overlap"]
+    assert overlap["production"] == {
+        "version": 1,
+        "gold_rows_trained_on": 50,
+        "gold_rows": 350,
+        "method": "recorded",
+    }
+    assert overlap["candidate"]["gold_rows_trained_on"] == 0
+    assert report["data"]["gold_excluded"] == {"base": 50, "pool": 0, "new": 0}
+    assert report["gate"]["checks"][-1]["name"] == "behaviour"  # checks others add run in the gate too
+    compared = next(c for c in report["gate"]["checks"] if c["name"] == "accuracy_vs_production")
+    assert compared["numbers"]["rows"] == 300  # production is judged only on gold rows it never saw
 
 
-def test_gold_overlapping_training_data_is_refused(setup, tmp_path):
-    registry, gold, drop = setup
-    leaky = tmp_path / "leaky.csv"
-    pd.read_csv(drop / "batch1.csv").head(30).to_csv(leaky, index=False)
-    with pytest.raises(DataError, match="30 gold reviews also appear in the training data"):
-        run(registry, leaky, drop)
-    assert registry.versions("sentiment") == [1]
-
-
-def cli(registry, gold, drop, *extra):
+def cli(registry, world, drop, *extra):
     return [
         sys.executable,
         "-m",
@@ -124,24 +135,19 @@ def cli(registry, gold, drop, *extra):
         "--new-data",
         str(drop),
         "--gold",
-        str(gold),
+        str(world.gold),
         "--data-dir",
-        str(DATA_DIR),
-        "--preset",
-        "tiny",
-        "--accuracy-tolerance",
-        "1",
-        "--ece-tolerance",
-        "1",
+        str(world.root),
+        *LOOSE_FLAGS,
         *extra,
     ]
 
 
 def test_two_concurrent_runs_cannot_both_write(setup):
-    registry, gold, drop = setup
+    registry, world, drop = setup
     # The first run waits for the lock (our probe below takes it for an instant); the second must not.
     first = subprocess.Popen(
-        cli(registry, gold, drop, "--lock-timeout", "60"),
+        cli(registry, world, drop, "--lock-timeout", "60"),
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -149,14 +155,12 @@ def test_two_concurrent_runs_cannot_both_write(setup):
     )
     lock_file = registry.model_home("sentiment") / ".lock"
     deadline = time.time() + 60
-    # Wait until the first run has the lock (it logs its first step after taking it).
-    while time.time() < deadline and first.poll() is None:
-        probe = subprocess.run(["flock", "-n", str(lock_file), "true"])
-        if probe.returncode != 0:
+    while time.time() < deadline and first.poll() is None:  # until the first run holds the lock
+        if subprocess.run(["flock", "-n", str(lock_file), "true"]).returncode != 0:
             break
         time.sleep(0.2)
     second = subprocess.run(
-        cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+        cli(registry, world, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
     )
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-2000:]
@@ -164,42 +168,74 @@ def test_two_concurrent_runs_cannot_both_write(setup):
     assert registry.versions("sentiment") == [1, 2] and registry.production_version("sentiment") == 2
 
 
-def test_run_killed_midway_leaves_production_and_drop_untouched(setup):
-    registry, gold, drop = setup
+def recover(registry) -> dict:
+    """Run ``training.pipeline recover`` in this process; return its JSON."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["--model-dir", str(registry.root), "recover"]) == 0
+    return json.loads(out.getvalue())
+
+
+# (point, versions after the kill, production after the kill, ledger has the run, production after recover)
+KILLS = [
+    ("during-training", [1], 1, False, 1),
+    ("after-publish", [1, 2], 1, False, 1),
+    ("after-record", [1, 2], 1, True, 2),
+    ("after-promote", [1, 2], 2, True, 2),
+]
+
+
+@pytest.mark.parametrize("point,versions,production,recorded,recovered", KILLS, ids=[k[0] for k in KILLS])
+def test_run_killed_at_each_step_leaves_what_the_docs_promise(
+    setup, point, versions, production, recorded, recovered
+):
+    registry, world, drop = setup
+    env = {**os.environ, KILL_AT_ENV: point}
     proc = subprocess.Popen(
-        cli(registry, gold, drop),
+        cli(registry, world, drop),
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=env,
     )
-    for line in proc.stdout:  # kill it in the middle of training
-        if "epoch 1" in line or "word2vec:" in line:
-            break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert registry.versions("sentiment") == [1] and registry.production_version("sentiment") == 1
-    assert not (registry.model_home("sentiment") / "pipeline" / "consumed.json").exists()
-    again = subprocess.run(
-        cli(registry, gold, drop), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert json.loads(again.stdout)["candidate_version"] == 2
+    if point == "during-training":  # killed from outside, in the middle of an epoch
+        for line in proc.stdout:
+            if "epoch 1" in line or "Epoch 1" in line:
+                proc.send_signal(signal.SIGKILL)
+                break
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == -signal.SIGKILL, output[-3000:]
+
+    assert registry.versions("sentiment") == versions
+    assert registry.production_version("sentiment") == production
+    assert not list(registry.model_home("sentiment").glob(".staging-*")) or point == "during-training"
+    ledger = Ledger(registry, "sentiment")
+    pending = [p.name for p, _ in pending_files(drop, ledger.consumed())]
+    if recorded:  # the decision and the consumed files were written together
+        ((run_id, entry),) = ledger.runs()
+        assert entry["status"] == "pooled" and entry["candidate_version"] == 2 and pending == []
+    else:  # nothing recorded: the next run reads the same file again
+        assert ledger.runs() == [] and pending == ["batch1.csv"]
+    assert recover(registry)["production"] == recovered
+    assert registry.production_version("sentiment") == recovered
+    assert recover(registry)["recovered"] is None  # idempotent
+
+    if point == "after-publish":  # the next run completes normally, with the leftover version beside it
+        report = run(registry, world, drop)
+        assert report["promoted"] and report["candidate_version"] == 3
+        assert report["data"]["new_texts"] == 150
+        assert [p.name for p, _ in pending_files(drop, Ledger(registry, "sentiment").consumed())] == []
 
 
-def test_identical_drop_files_are_ingested_once(tmp_path):
-    from training.data import fingerprint
-    from training.pipeline import ingest
-
+def test_identical_drop_files_are_read_once(tmp_path):
     frame = pd.DataFrame({"text": ["a fine film", "a dull film"], "label": [1, 0]})
     frame.to_csv(tmp_path / "a.csv", index=False)
     frame.to_csv(tmp_path / "b.csv", index=False)
-    files = [(p, fingerprint(p)) for p in (tmp_path / "a.csv", tmp_path / "b.csv")]
-    rows, entries = ingest(files, set(), text_column="text", label_column="label", skip_bad_rows=False)
-    assert [len(f) for f in rows.values()] == [2]
-    assert [e["file"] for e in entries.values()] == [str(tmp_path / "a.csv")]
-
-
-def test_decide_refuses_non_finite_metrics():
-    assert not decide({"accuracy": float("nan"), "ece": 0.01}, {"accuracy": 0.9, "ece": 0.02}, Policy())[0]
-    assert not decide({"accuracy": 0.9, "ece": float("nan")}, None, Policy())[0]
+    batch = read_drop(
+        pending_files(tmp_path, {}), run_id="r", text_column="text", label_column="label", skip_bad_rows=False
+    )
+    assert len(batch.rows) == 2 and [e["file"] for e in batch.files.values()] == [str(tmp_path / "a.csv")]

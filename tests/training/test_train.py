@@ -50,6 +50,10 @@ def test_artifact_is_complete_and_describes_itself(version_dir):
     assert {"keras", "onnxruntime", "gensim", "numpy"} <= set(manifest["packages"])
     assert manifest["timings"]["total_s"] > 0
     assert 0.05 < manifest["calibration"]["temperature"] < 20
+    # The temperature is fitted on rows that never picked the epoch, and judged out of sample.
+    assert manifest["calibration"]["fitted_on"] == "calibration split"
+    assert manifest["data"]["calibration_rows"] == manifest["calibration"]["rows"] > 0
+    assert "training_data.npz" in names  # lineage: the identity of every labelled row it was given
     assert 0.5 < manifest["metrics"]["accuracy"] <= 1.0
     assert {"report.md", "reliability.png", "roc.png", "learning_curves.png"} <= {
         p.name for p in (version_dir / "report").iterdir()

@@ -1,0 +1,161 @@
+"""The promotion gate's statistics and checks, on known tables and synthetic gold sets (no training)."""
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from training.gate import (
+    FloorReference,
+    GateInputs,
+    Policy,
+    decide,
+    mcnemar,
+    min_detectable_difference,
+    paired_bootstrap,
+)
+
+
+def test_mcnemar_exact_on_a_known_table():
+    # 10 rows only the candidate gets right, 2 only production: P(X >= 10 or X <= 2 | n=12, 1/2) = 158/4096.
+    cand = np.array([1] * 10 + [0] * 2 + [1] * 50 + [0] * 7, dtype=bool)
+    prod = np.array([0] * 10 + [1] * 2 + [1] * 50 + [0] * 7, dtype=bool)
+    test = mcnemar(cand, prod)
+    assert (test["b"], test["c"]) == (10, 2)
+    assert test["p_value"] == pytest.approx(158 / 4096)
+    assert test["p_candidate_worse"] == pytest.approx(1 - 13 / 4096)  # the candidate is the better one
+    assert mcnemar(prod, cand)["p_candidate_worse"] == pytest.approx(79 / 4096)
+    assert mcnemar(cand, cand) == {"b": 0, "c": 0, "p_value": 1.0, "p_candidate_worse": 1.0}
+
+
+def test_paired_bootstrap_interval_covers_a_known_difference():
+    # Rows where the candidate alone is right (+1) with probability 0.09, production alone (-1) with
+    # 0.04: the true accuracy difference is +0.05. A 90% interval must cover it about 90% of the time.
+    rng = np.random.default_rng(1)
+    covered = 0
+    sims = 120
+    for i in range(sims):
+        u = rng.random(400)
+        values = np.where(u < 0.09, 1.0, np.where(u < 0.13, -1.0, 0.0))
+        ci = paired_bootstrap(values, resamples=400, confidence=0.9, seed=i)
+        assert ci["low"] <= ci["diff"] <= ci["high"]
+        covered += ci["low"] <= 0.05 <= ci["high"]
+    assert 0.82 <= covered / sims <= 0.97
+
+
+def test_min_detectable_difference_has_the_promised_power():
+    n, p_d = 2000, 0.08
+    mde = min_detectable_difference(n, p_d)
+    assert mde == pytest.approx((1.959964 + 0.841621) * np.sqrt(p_d / n), rel=1e-4)  # ~1.8 points
+    # Simulate gold sets where the candidate really is `mde` better: McNemar must see it ~80% of the time.
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        disagreements = rng.binomial(n, p_d)
+        b = rng.binomial(disagreements, 0.5 + mde / (2 * p_d))
+        hits += binomtest(b, disagreements, 0.5).pvalue < 0.05
+    assert 0.72 <= hits / 400 <= 0.88
+    assert min_detectable_difference(8000, p_d) == pytest.approx(mde / 2)  # 4x the rows, half the difference
+
+
+def synthetic(n=2000, prod_acc=0.85, flip_to_wrong=0, flip_to_right=0, seed=0, flip_seed=None):
+    """Return labels and production/candidate probabilities; the candidate differs on chosen rows."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    right = rng.random(n) < prod_acc
+    confidence = rng.uniform(0.6, 0.95, n)
+    prod = np.where(right == (labels == 1), confidence, 1 - confidence)
+    cand = prod.copy()
+    right_rows, wrong_rows = np.flatnonzero(right), np.flatnonzero(~right)
+    if flip_seed is not None:  # which rows change: random, so two candidates disagree both ways
+        pick = np.random.default_rng(flip_seed)
+        right_rows, wrong_rows = pick.permutation(right_rows), pick.permutation(wrong_rows)
+    cand[right_rows[:flip_to_wrong]] = 1 - cand[right_rows[:flip_to_wrong]]
+    cand[wrong_rows[:flip_to_right]] = 1 - cand[wrong_rows[:flip_to_right]]
+    return labels, prod, cand
+
+
+def test_candidate_clearly_worse_is_refused_and_the_numbers_are_reported():
+    labels, prod, cand = synthetic(flip_to_wrong=120, flip_to_right=20)  # 5 points worse
+    result = decide(GateInputs(labels, cand, 2, prod, 1), Policy())
+    assert not result.promote
+    acc = result.check("accuracy_vs_production")
+    assert not acc.passed and "worse by more than the tolerance" in acc.detail
+    assert acc.numbers["accuracy_diff"]["diff"] == pytest.approx(-0.05)
+    assert acc.numbers["accuracy_diff"]["high"] < 0
+    assert (acc.numbers["mcnemar"]["b"], acc.numbers["mcnemar"]["c"]) == (20, 120)
+    assert acc.numbers["mcnemar"]["p_value"] < 1e-10
+    assert "smallest detectable difference" in acc.detail
+    assert "accuracy_vs_production" in result.reason
+
+
+def test_candidate_within_the_noise_passes_with_its_interval():
+    labels, prod, cand = synthetic(flip_to_wrong=60, flip_to_right=52)  # 0.4 points worse: noise
+    result = decide(GateInputs(labels, cand, 2, prod, 1), Policy())
+    assert result.promote, result.reason
+    d = result.check("accuracy_vs_production").numbers["accuracy_diff"]
+    assert d["low"] < -0.004 < 0 < d["high"]
+    assert [c.name for c in result.checks] == [
+        "finite",
+        "accuracy_vs_production",
+        "log_loss_vs_production",
+        "ece_vs_production",
+        "floor",
+    ]
+
+
+def test_floor_stops_a_chain_of_candidates_each_within_the_noise():
+    labels, prod, _ = synthetic(seed=3)
+    policy = Policy(floor_margin=0.02)
+    best = FloorReference(1, float(((prod >= 0.5) == (labels == 1)).mean()), len(labels))
+    production, version, stopped_by = prod, 1, None
+    for step in range(5):  # each candidate is 0.8 points worse than the one before it, on other rows
+        _, _, cand = synthetic(flip_to_wrong=100 + 16 * (step + 1), flip_to_right=100, seed=3, flip_seed=step)
+        result = decide(GateInputs(labels, cand, version + 1, production, version, floor=best), policy)
+        assert result.check("accuracy_vs_production").passed  # never significantly worse than its parent
+        if not result.promote:
+            stopped_by = (step, [c.name for c in result.checks if not c.passed])
+            break
+        production, version = cand, version + 1
+    assert stopped_by == (2, ["floor"])  # 2.4 points below the best: below the 2-point floor
+    assert ((production >= 0.5) == (labels == 1)).mean() >= best.accuracy - 0.02
+
+
+def test_no_production_promotes_and_unfair_production_cannot_be_compared():
+    labels, prod, cand = synthetic()
+    assert decide(GateInputs(labels, cand, 1), Policy()).promote
+    seen = np.zeros(len(labels), dtype=bool)
+    seen[: len(labels) - 10] = True  # production trained on all but 10 gold rows
+    result = decide(GateInputs(labels, cand, 2, prod, 1, comparable=~seen), Policy())
+    assert not result.promote
+    assert "trained on 1990 of the 2000 gold reviews" in result.check("accuracy_vs_production").detail
+    # Partly seen: compared on the unseen rows only.
+    seen[: len(labels) // 2] = True
+    seen[len(labels) // 2 :] = False
+    result = decide(GateInputs(labels, cand, 2, prod, 1, comparable=~seen), Policy())
+    assert result.check("accuracy_vs_production").numbers["rows"] == len(labels) // 2
+
+
+def test_non_finite_candidate_is_refused_and_log_loss_check_sees_overconfidence():
+    labels, prod, cand = synthetic()
+    cand[3] = np.nan
+    assert not decide(GateInputs(labels, cand, 2, prod, 1), Policy()).check("finite").passed
+    _, _, cand = synthetic()
+    overconfident = np.where(cand >= 0.5, 0.9999, 0.0001)  # same predictions, wild probabilities
+    result = decide(GateInputs(labels, overconfident, 2, prod, 1), Policy())
+    assert result.check("accuracy_vs_production").passed
+    assert not result.check("log_loss_vs_production").passed
+
+
+def test_extra_checks_are_appended():
+    from training.gate import Check
+
+    labels, prod, cand = synthetic()
+    extra = lambda inputs, policy: Check("behaviour", False, "fails on negation", {"failures": 3})  # noqa: E731
+    result = decide(GateInputs(labels, cand, 2, prod, 1), Policy(), extra_checks=[extra])
+    assert not result.promote and result.checks[-1].name == "behaviour"
+    assert result.to_dict()["checks"][-1] == {
+        "name": "behaviour",
+        "passed": False,
+        "detail": "fails on negation",
+        "numbers": {"failures": 3},
+    }
