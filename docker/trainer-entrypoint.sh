@@ -7,6 +7,8 @@
 #       python -m training.pipeline retrain --new-data "$SENTIMENT_NEW_DATA_DIR" [--every-hours N] "$@"
 #   The registry, model name, gold set and base data come from SENTIMENT_MODEL_DIR,
 #   SENTIMENT_MODEL_NAME, SENTIMENT_GOLD_FILE and SENTIMENT_DATA_DIR, read by the pipeline itself.
+#   With SENTIMENT_RETRAIN_WHEN_DRIFT=1, --when-drift is added: each run first checks the traffic
+#   sample (SENTIMENT_SAMPLE_DIR) for drift and retrains only if it finds some.
 # - Anything else runs as given: `python -m training.fetch`, `python -m training.train --preset small`,
 #   `python -m training.pipeline status`.
 set -eu
@@ -20,6 +22,14 @@ if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then
             exit 2
             ;;
         *) set -- --every-hours "$every" "$@" ;;
+    esac
+    case "${SENTIMENT_RETRAIN_WHEN_DRIFT:-0}" in
+        "" | 0 | false | no) ;;
+        1 | true | yes) set -- --when-drift "$@" ;;
+        *)
+            echo "trainer: SENTIMENT_RETRAIN_WHEN_DRIFT=${SENTIMENT_RETRAIN_WHEN_DRIFT} is not 0 or 1" >&2
+            exit 2
+            ;;
     esac
     set -- python -m training.pipeline retrain --new-data "${SENTIMENT_NEW_DATA_DIR:-/data/new}" "$@"
 fi

@@ -10,6 +10,7 @@ A version directory is self-describing (nanoGPT's checkpoints carry their ``mode
     word2vec.model     gensim word2vec the embedding was initialised from (training side only)
     training_data.npz  identity (64-bit text hash) and label of every labelled row it was given (lineage)
     report/            evaluation report: report.md, metrics, PNG plots
+    drift_reference.json  length, OOV and score distributions of the held-out rows (training.drift)
 
 The service and the batch scorer read only ``manifest.json``, ``tokenizer.json`` and
 ``model.onnx`` (or ``saved_model/`` when asked), never a pickle, so a tampered registry cannot
@@ -33,6 +34,7 @@ KERAS_FILE = "model.keras"
 WORD2VEC_FILE = "word2vec.model"
 TRAINING_DATA_FILE = "training_data.npz"
 REPORT_DIR = "report"
+DRIFT_REFERENCE_FILE = "drift_reference.json"
 
 #: What the service and the batch scorer read (the ONNX runtime): all a remote copy needs.
 SERVING_FILES = (MANIFEST, TOKENIZER_FILE, ONNX_FILE)

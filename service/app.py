@@ -15,7 +15,7 @@ from flask import Flask
 
 from inference.predictor import Predictor
 from registry.store import Registry
-from service import api, errors, v2
+from service import api, errors, feedback, traffic, v2
 from service.dataplane import DataPlane
 from service.fastjson import OrjsonProvider
 from service.metrics import Metrics
@@ -49,7 +49,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         poll_interval_s=settings.poll_interval_s,
         observer=metrics,
     )
-    plane = DataPlane(settings, manager, observer=metrics)
+    plane = DataPlane(settings, manager, observer=metrics, tap=traffic.build_tap(settings, metrics.registry))
     app.extensions[api.EXTENSION] = plane
 
     errors.init_app(app, on_unhandled=metrics.unhandled.inc)
@@ -64,6 +64,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     v2.init_app(app)  # Open Inference Protocol (KServe V2) routes, with their own error bodies
+    feedback.init_app(app, settings, metrics.registry)
 
     plane.start()
     if not manager.ready:

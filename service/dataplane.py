@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,10 @@ class _Encoded:
     encoder: Predictor
 
 
+#: Told about every scored request: its texts, their encoded items (``.ids``), their predictions.
+Tap = Callable[[Sequence[str], Sequence[_Encoded], list[Prediction]], None]
+
+
 class DataPlane:
     """Connects the model manager and the batcher; the HTTP layer calls only this."""
 
@@ -86,9 +90,11 @@ class DataPlane:
         manager: ModelManager,
         *,
         observer: BatchObserver | None = None,
+        tap: Tap | None = None,
     ) -> None:
         self.settings = settings
         self.manager = manager
+        self.tap = tap  # service.traffic: drift metrics and the traffic sample, off the request path
         self.batcher: DynamicBatcher[_Encoded, Prediction] = DynamicBatcher(
             self._score_batch,
             max_batch_size=settings.max_batch_size,
@@ -125,8 +131,12 @@ class DataPlane:
         predictor = self.manager.current()
         items = [_Encoded(t, ids, predictor) for t, ids in zip(texts, predictor.encode(texts), strict=True)]
         if arrival is not None:
-            return arrival.submit(items, deadline)
-        return self.batcher.submit(items, deadline)
+            results = arrival.submit(items, deadline)
+        else:
+            results = self.batcher.submit(items, deadline)
+        if self.tap is not None:
+            self.tap(texts, items, results)
+        return results
 
     def explain(self, text: str, deadline: float) -> ExplainedPrediction:
         """Score one validated text and each of its one-token occlusions in one model call.

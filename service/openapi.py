@@ -30,5 +30,6 @@ def spec_for(settings: Settings) -> dict:
     schemas["PredictRequest"]["properties"]["texts"]["maxItems"] = settings.max_texts_per_request
     schemas["TFPredictRequest"]["properties"]["instances"]["maxItems"] = settings.max_texts_per_request
     schemas["V2RequestInput"]["properties"]["shape"]["items"]["maximum"] = settings.max_texts_per_request
+    schemas["FeedbackRequest"]["oneOf"][1]["maxItems"] = settings.max_texts_per_request
     schemas["ExplainRequest"]["x-max-tokens"] = settings.explain_max_tokens
     return spec

@@ -114,6 +114,63 @@ class Settings:
             "Seconds between checks of the registry's production pointer (hot reload).", minimum=0.01
         ),
     )
+    # -- closing the loop: feedback, traffic sample, drift metrics (service/feedback.py, traffic.py)
+    feedback_dir: str = field(
+        default="",
+        metadata=_doc(
+            "Drop folder `POST /v1/feedback` publishes JSONL files into (the retrain pipeline's "
+            "`--new-data`); empty = feedback disabled."
+        ),
+    )
+    feedback_token: str = field(
+        default="",
+        repr=False,  # a secret: never in logs or tracebacks
+        metadata=_doc(
+            "Shared secret `/v1/feedback` requires as `Authorization: Bearer <token>`; empty = none."
+        ),
+    )
+    feedback_rotate_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_doc("A worker's feedback file is published once it holds this many bytes.", minimum=1),
+    )
+    feedback_rotate_s: float = field(
+        default=60.0,
+        metadata=_doc("... or this many seconds after it was opened, whichever comes first.", minimum=0.01),
+    )
+    sample_rate: float = field(
+        default=0.0,
+        metadata=_doc(
+            "Share of scored texts written to the traffic sample (0 = off, 1 = every text).", minimum=0
+        ),
+    )
+    sample_dir: str = field(
+        default="",
+        metadata=_doc(
+            "Folder of the traffic sample (JSONL: text, score, version, time); needed when sampling."
+        ),
+    )
+    sample_rotate_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_doc("A worker's sample file is published once it holds this many bytes.", minimum=1),
+    )
+    sample_rotate_s: float = field(
+        default=300.0,
+        metadata=_doc("... or this many seconds after it was opened, whichever comes first.", minimum=0.01),
+    )
+    sample_max_files: int = field(
+        default=200,
+        metadata=_doc("Published sample files kept; the oldest are deleted beyond it.", minimum=1),
+    )
+    sample_max_bytes: int = field(
+        default=100 * 1024 * 1024,
+        metadata=_doc("Bytes of published sample files kept; the oldest are deleted beyond it.", minimum=1),
+    )
+    drift_metrics: int = field(
+        default=1,
+        metadata=_doc(
+            "1 = histograms of input length, OOV rate and score per text in `/metrics`; 0 = off.", minimum=0
+        ),
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -127,6 +184,18 @@ class Settings:
             raise SettingsError(f"RUNTIME={self.runtime!r}; choose one of {RUNTIMES}")
         if not self.model_name or "/" in self.model_name or self.model_name.startswith("."):
             raise SettingsError(f"MODEL_NAME={self.model_name!r} is not a valid model name")
+        if not self.sample_rate <= 1:
+            raise SettingsError(f"SAMPLE_RATE={self.sample_rate!r} must lie in [0, 1]")
+        if self.sample_rate > 0 and not self.sample_dir:
+            raise SettingsError(
+                f"SAMPLE_RATE={self.sample_rate} needs SAMPLE_DIR: where should the sample go?"
+            )
+        if self.drift_metrics not in (0, 1):
+            raise SettingsError(f"DRIFT_METRICS={self.drift_metrics!r} must be 0 or 1")
+        if self.feedback_dir and self.sample_dir and _same_dir(self.feedback_dir, self.sample_dir):
+            raise SettingsError(
+                "FEEDBACK_DIR and SAMPLE_DIR must differ: unlabelled samples are not training data"
+            )
         if self.max_texts_per_request > self.max_queued_texts:
             raise SettingsError(
                 f"MAX_TEXTS_PER_REQUEST={self.max_texts_per_request} exceeds MAX_QUEUED_TEXTS="
@@ -199,6 +268,11 @@ class ServerSettings:
             if minimum is not None and getattr(settings, f.name) < minimum:
                 raise SettingsError(f"{ENV_PREFIX}{config_key(f.name)} must be >= {minimum}")
         return settings
+
+
+def _same_dir(a: str, b: str) -> bool:
+    """Tell whether two folder settings name the same folder."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def config_key(field_name: str) -> str:

@@ -85,6 +85,89 @@ def texts_from_instances(doc: Any, limits: Limits) -> list[str]:
     return check_texts(texts, limits, field="instances")
 
 
+#: What ``/v1/feedback`` accepts as a label, and the 0/1 stored for it (what training.data reads).
+FEEDBACK_LABELS = {"positive": 1, "negative": 0}
+FEEDBACK_FIELDS = frozenset({"text", "label", "id", "source"})
+#: Longest ``id`` or ``source`` of a feedback item, in characters.
+MAX_TAG_CHARS = 128
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One validated feedback item: the text, its 0/1 label, and the client's optional tags."""
+
+    text: str
+    label: int
+    id: str | None = None
+    source: str | None = None
+
+
+def feedback_from_body(doc: Any, limits: Limits) -> list[FeedbackItem]:
+    """Return the items of a ``/v1/feedback`` body: one item object, or a list of them.
+
+    The texts are checked together, as one ``/v1/predict`` request's: the same per-text and
+    per-request limits (a list's texts are named ``"text[i]"`` in messages).
+    """
+    single = not isinstance(doc, list)
+    if single:
+        items = [_feedback_item(doc, "")]
+    else:
+        if not doc:
+            raise InvalidRequest("the list of feedback items must not be empty", code="empty_texts")
+        if len(doc) > limits.max_texts:
+            raise PayloadTooLarge(
+                f"the body holds {len(doc)} feedback items; the limit is {limits.max_texts} per request",
+                code="too_many_texts",
+            )
+        items = [_feedback_item(item, f"[{i}].") for i, item in enumerate(doc)]
+    check_texts([item.text for item in items], limits, field="text", single=single)
+    return items
+
+
+def _feedback_item(doc: Any, where: str) -> FeedbackItem:
+    """Check one item's shape, label and tags (its text is checked with the others); ``where``: ``[3].``"""
+    if not isinstance(doc, dict):
+        raise InvalidRequest(
+            f"a feedback item{' ' + where[:-1] if where else ''} must be a JSON object with "
+            f'"text" and "label", not {_json_type(doc)}'
+        )
+    unknown = sorted(set(doc) - FEEDBACK_FIELDS)
+    if unknown:
+        shown = [name[:40] for name in unknown[:3]]
+        raise InvalidRequest(f"{where}unknown field(s) {shown}; allowed: {sorted(FEEDBACK_FIELDS)}")
+    for name in ("text", "label"):
+        if name not in doc:
+            raise InvalidRequest(
+                f'"{where}{name}" is required: a feedback item is {{"text": ..., "label": ...}}'
+            )
+    label = doc["label"]
+    if type(label) is int and label in (0, 1):  # not bool, not 1.0: say exactly what the client meant
+        value = label
+    elif type(label) is str and label in FEEDBACK_LABELS:
+        value = FEEDBACK_LABELS[label]
+    else:
+        plain = isinstance(label, (str, int, float)) and not isinstance(label, bool)
+        shown = repr(label)[:40] if plain else _json_type(label)
+        raise InvalidRequest(
+            f'"{where}label" must be "positive", "negative", 1 or 0, not {shown}', code="invalid_label"
+        )
+    return FeedbackItem(doc["text"], value, _tag(doc, "id", where), _tag(doc, "source", where))
+
+
+def _tag(doc: dict, name: str, where: str) -> str | None:
+    """Return an optional short string field (``id``, ``source``) or refuse it."""
+    value = doc.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f'"{where}{name}" must be a string, not {_json_type(value)}')
+    if not value.strip() or len(value) > MAX_TAG_CHARS or not value.isprintable():  # also no surrogates
+        raise InvalidRequest(
+            f'"{where}{name}" must be 1 to {MAX_TAG_CHARS} printable characters, not only spaces'
+        )
+    return value
+
+
 def check_texts(texts: Any, limits: Limits, *, field: str, single: bool = False) -> list[str]:
     """Check a list of texts against the types and limits; return it unchanged."""
     if not isinstance(texts, list):

@@ -53,6 +53,7 @@ from registry.cli import (
     version_number_arg,
 )
 from registry.store import Registry, RegistryError
+from training import drift_check, shadow
 from training.config import TrainConfig, preset
 from training.data import DataError, LabelledData, default_data_dir, fingerprint, load_labelled
 from training.gate import FloorReference, GateInputs, GateResult, Policy, decide
@@ -70,6 +71,7 @@ from training.pool import (
     store_rows,
 )
 from training.run_report import METRICS, write_run_report
+from training.shadow import ShadowOptions
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ class RetrainOptions:
     lock_timeout: float = 0.0  # seconds to wait for another run's registry lock
     skip_bad_rows: bool = False  # skip and count unusable rows in new files (else quarantine the file)
     extra_checks: list = field(default_factory=list)  # more gate checks, (GateInputs, Policy) -> Check
+    shadow: ShadowOptions = field(default_factory=ShadowOptions)  # sampled traffic, feedback hold-out
+    drift: dict | None = None  # the drift check that started this run (--when-drift), for its report
 
 
 @dataclass
@@ -121,6 +125,7 @@ class Gathered:
     pooled: list[tuple[str, pd.DataFrame]]  # (run_id, rows) of the pooled runs used
     training: TrainingSet
     inputs: object  # training.train.TrainingInputs, ready for train_version
+    held_out: LabelledData | None = None  # new feedback rows kept out of training for the shadow evaluation
 
 
 @dataclass
@@ -182,7 +187,9 @@ def gather(config: TrainConfig, ledger: Ledger, options: RetrainOptions, run_id:
     gold_keys = [text_key(t) for t in gold.texts]
     base = load_inputs(config, options.data_dir)
     pooled = ledger.pooled_rows()
-    training = assemble(base.labelled, pooled, batch.rows, set(gold_keys))
+    # A share of the new /v1/feedback rows waits a run: the shadow evaluation measures accuracy on it.
+    new_rows, held_out = shadow.split_feedback(batch.rows, options.shadow.holdout)
+    training = assemble(base.labelled, pooled, new_rows, set(gold_keys))
     labels = training.labels
     if options.shuffle_labels:
         labels = np.random.default_rng(0).permutation(labels)
@@ -192,7 +199,7 @@ def gather(config: TrainConfig, ledger: Ledger, options: RetrainOptions, run_id:
         **{f"pool:{rid}": ledger.doc["runs"][rid]["rows_file"] for rid, _ in pooled},
     }
     inputs = TrainingInputs(LabelledData(training.texts, labels, "retrain"), base.unlabelled, fingerprints)
-    return Gathered(gold, fingerprint(options.gold), gold_keys, batch, pooled, training, inputs)
+    return Gathered(gold, fingerprint(options.gold), gold_keys, batch, pooled, training, inputs, held_out)
 
 
 # -- step 3: train --------------------------------------------------------------------------------
@@ -280,7 +287,7 @@ def judge(
             floor=FloorReference(floor["version"], floor["accuracy"], floor["rows"]) if floor else None,
         ),
         options.policy,
-        options.extra_checks,
+        [*options.extra_checks, shadow.gate_check(registry, name, options.shadow, data.held_out)],
     )
     promote, reason = gate.promote, gate.reason
     if options.force_promote and not promote:
@@ -321,6 +328,8 @@ def build_report(
         "parent_version": production,
         "gate": judged.gate.to_dict(),
         "floor": judged.floor,
+        "shadow": judged.gate.check("shadow").numbers,
+        "drift": options.drift,
         "gold": {
             "file": str(options.gold),
             "sha256": data.gold_sha,
@@ -650,6 +659,54 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     }
     for flag, text in switches.items():
         r.add_argument(flag, action="store_true", help=text)
+    r.add_argument(
+        "--when-drift",
+        action="store_true",
+        help="retrain only if the drift check (see the 'drift' command) flags the --traffic window; "
+        "otherwise exit 0 and leave the drop folder for a later run",
+    )
+    r.add_argument(
+        "--shadow-holdout",
+        type=float,
+        default=ShadowOptions.holdout,
+        help="share of new /v1/feedback rows kept out of this candidate's training to measure both "
+        "versions' accuracy on (they join the pool with the run's other rows); 0 = none",
+    )
+    r.add_argument(
+        "--max-disagreement",
+        type=float,
+        default=None,
+        help="refuse a candidate that changes the label of more than this share of the sampled traffic "
+        "(not set: the shadow evaluation only reports)",
+    )
+    drift_check.add_traffic_arguments(r, GOLD_DEFAULT)
+
+
+def add_drift_command(sub: argparse._SubParsersAction) -> None:
+    """Add the ``drift`` subcommand: sampled traffic (or any text file) vs production's reference."""
+    d = sub.add_parser(
+        "drift",
+        formatter_class=HelpFormatter,
+        help="compare sampled traffic (or any text file) with production's reference; "
+        "exit 1 on drift, 0 if none, 2 on bad input",
+        description="PSI of scores and of lengths in the reference's decile bins, change of the "
+        "out-of-vocabulary rate, and a cross-validated domain-classifier AUC (mean word2vec vectors, "
+        "reference texts vs window). Writes report.json, report.md and drift.png; exits 1 when any "
+        "check exceeds its threshold.",
+    )
+    drift_check.add_traffic_arguments(d, GOLD_DEFAULT)
+    d.add_argument(
+        "--model-version", type=version_number_arg, default=None, help="version to check; not set: production"
+    )
+    d.add_argument(
+        "--since-hours",
+        type=float,
+        default=None,
+        help="only sampled texts of the last N hours (sample folders)",
+    )
+    d.add_argument(
+        "--out", type=Path, default=None, help="report folder; not set: <model-dir>/<name>/drift/<time>-v<N>"
+    )
 
 
 def add_other_commands(sub: argparse._SubParsersAction) -> None:
@@ -708,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_registry_arguments(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     add_retrain_command(sub)
+    add_drift_command(sub)
     add_other_commands(sub)
     return parser
 
@@ -738,16 +796,38 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         config_overrides=overrides,
         lock_timeout=args.lock_timeout,
         skip_bad_rows=args.skip_bad_rows,
+        shadow=ShadowOptions(
+            traffic=args.traffic,
+            traffic_size=args.window_size,
+            holdout=args.shadow_holdout,
+            max_disagreement=args.max_disagreement,
+        ),
     )
 
 
-def retrain_loop(registry: Registry, name: str, options: RetrainOptions, every_hours: float | None) -> None:
-    """Retrain once, or every ``every_hours`` for ever (a failed run is logged, production unchanged)."""
+def retrain_loop(
+    registry: Registry,
+    name: str,
+    options: RetrainOptions,
+    every_hours: float | None,
+    when_drift: argparse.Namespace | None = None,
+) -> None:
+    """Retrain once, or every ``every_hours`` for ever (a failed run is logged, production unchanged).
+
+    With ``when_drift`` (the parsed flags), each run first checks the sampled traffic for drift
+    and retrains only if it finds some.
+    """
     while True:
         try:
-            report = retrain(registry, name, options)
-            summary = {k: report[k] for k in SUMMARY_KEYS} | {"gold": report["gold"]["metrics"]}
-            print(json.dumps(summary, indent=2), flush=True)
+            if when_drift is not None:
+                options.drift = drift_check.summary(drift_check.check_from_args(when_drift, registry))
+            if options.drift is not None and not options.drift["drift"]:
+                log.info("no drift (report %s): not retraining", options.drift["report_dir"])
+                print(json.dumps({"retrained": False, "drift": options.drift}, indent=2), flush=True)
+            else:
+                report = retrain(registry, name, options)
+                summary = {k: report[k] for k in SUMMARY_KEYS} | {"gold": report["gold"]["metrics"]}
+                print(json.dumps(summary | {"shadow": report["shadow"]}, indent=2), flush=True)
         except Exception as exc:  # noqa: BLE001 - a scheduler must outlive one bad run
             if every_hours is None:
                 raise
@@ -758,8 +838,14 @@ def retrain_loop(registry: Registry, name: str, options: RetrainOptions, every_h
         time.sleep(every_hours * 3600)
 
 
-def run_command(args: argparse.Namespace, registry: Registry, name: str) -> None:
-    """Carry out one subcommand and print its JSON result."""
+def run_command(args: argparse.Namespace, registry: Registry, name: str) -> int:
+    """Carry out one subcommand and print its JSON result; return the exit code (drift: 1 = drift)."""
+    if args.command == "drift":
+        result = drift_check.check_from_args(
+            args, registry, version=args.model_version, out=args.out, since_hours=args.since_hours
+        )
+        print(json.dumps(drift_check.summary(result), indent=2))
+        return 1 if result["drift"] else 0
     if args.command == "rollback":
         print(json.dumps({"production": registry.rollback(name)}))
     elif args.command == "promote":
@@ -799,22 +885,25 @@ def run_command(args: argparse.Namespace, registry: Registry, name: str) -> None
             )
         )
     else:
-        retrain_loop(registry, name, options_from_args(args), args.every_hours)
+        retrain_loop(
+            registry, name, options_from_args(args), args.every_hours, args if args.when_drift else None
+        )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the pipeline CLI; exit 2 on bad input, 3 if another run holds the lock."""
+    """Run the pipeline CLI; exit 2 on bad input, 3 if another run holds the lock; drift: 1 on drift."""
     args = build_parser().parse_args(argv)
     configure_logging()
     try:
-        run_command(args, Registry(args.registry_root), args.model_name)
+        code = run_command(args, Registry(args.registry_root), args.model_name)
     except RegistryError as exc:
         log.error("%s", exc)
         return 3 if "timed out" in str(exc) else 2
     except DataError as exc:
         log.error("%s", exc)
         return 2
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training import shadow
+
 log = logging.getLogger(__name__)
 
 METRICS = ("accuracy", "f1", "roc_auc", "ece", "log_loss")
@@ -110,6 +112,12 @@ def markdown(report: dict) -> str:
         for c in report["gate"]["checks"]
     ]
     lines += data_lines(data)
+    lines += ["", *shadow.markdown(report.get("shadow"))]
+    if report.get("drift"):
+        drift = report["drift"]
+        lines += [
+            f"- **drift check** (`--when-drift`): {'; '.join(drift['reasons'])} (`{drift['report_dir']}`)"
+        ]
     lines += [
         "",
         "## Gold-set metrics",

@@ -32,6 +32,7 @@ from embeddings.vocabulary import Vocabulary, pad_batch
 from embeddings.word2vec import embedding_matrix, train_word2vec
 from registry.artifact import (
     ARTIFACT_FORMAT,
+    DRIFT_REFERENCE_FILE,
     KERAS_FILE,
     ONNX_FILE,
     REPORT_DIR,
@@ -42,6 +43,7 @@ from registry.artifact import (
 from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
 from registry.files import write_json_atomic
 from registry.store import MANIFEST, Registry
+from training import drift
 from training.config import PRESETS, TrainConfig, preset
 from training.data import (
     DataError,
@@ -353,9 +355,25 @@ def build_manifest(
     }
 
 
-def write_artifact(staging: Path, manifest: dict, evaluation: dict, history: list[dict]) -> None:
-    """Write the validation report, then the manifest: last, since a folder without it is never published."""
+def drift_reference(logits_fn, data: Prepared, temperature: float) -> dict:
+    """Profile the held-out rows as the service will see traffic: the drift check's reference."""
+    from inference.predictor import sigmoid
+    from training.fit import predict_logits
+
+    held_out = data.x_val + data.x_cal
+    scores = sigmoid(predict_logits(logits_fn, held_out) / temperature)
+    return drift.reference(held_out, scores, "held-out rows (epoch selection + calibration)")
+
+
+def write_artifact(
+    staging: Path, manifest: dict, evaluation: dict, history: list[dict], reference: dict | None = None
+) -> None:
+    """Write the validation report (and drift reference), then the manifest: last, since a folder
+    without it is never published."""
     from training.report import write_report
+
+    if reference is not None:
+        write_json_atomic(staging / DRIFT_REFERENCE_FILE, reference)
 
     context = {
         "epoch-selection rows": manifest["data"]["validation_rows"],
@@ -438,7 +456,8 @@ def train_version(
         )
         manifest.update(extra_manifest or {})
         write_training_data(staging, inputs.labelled.texts, inputs.labelled.labels)  # lineage: what it saw
-        write_artifact(staging, manifest, evaluation, fitted.history)
+        reference = drift_reference(logits_fn, data, evaluation["temperature"])
+        write_artifact(staging, manifest, evaluation, fitted.history, reference)
         version, promoted = publish(registry, name, staging, promote)
     path = registry.version_dir(name, version)
     log.info(

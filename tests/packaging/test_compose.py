@@ -533,6 +533,30 @@ def test_trainer_entrypoint_builds_a_valid_pipeline_command(tmp_path, monkeypatc
     assert (str(args.registry_root), args.model_name, str(args.gold)) == ("/models", "sentiment", "/data/gold.csv")
 
 
+@pytest.mark.parametrize("when, expected", [("0", []), ("1", ["--when-drift"]), ("true", ["--when-drift"])])
+def test_trainer_entrypoint_retrains_only_on_drift_when_asked(tmp_path, when, expected) -> None:
+    env = compose_env("trainer", {"SENTIMENT_RETRAIN_WHEN_DRIFT": when, "SENTIMENT_RETRAIN_EVERY_HOURS": "6"})
+    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], [], env, tmp_path)
+    assert argv == [*RETRAIN, *expected, "--every-hours", "6"]
+    if _module_exists("training.pipeline"):
+        args = importlib.import_module("training.pipeline").build_parser().parse_args(argv[3:])
+        assert args.when_drift is bool(expected)
+    result = subprocess.run(["/bin/sh", str(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"])],
+                            env={"PATH": "/usr/bin:/bin", "SENTIMENT_RETRAIN_WHEN_DRIFT": "maybe"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "SENTIMENT_RETRAIN_WHEN_DRIFT" in result.stderr
+
+
+def test_the_loop_volume_carries_feedback_and_sample_from_api_to_trainer(services) -> None:
+    for name in ("api", "trainer"):
+        assert "loop:/loop" in services[name]["volumes"], name
+    api, trainer = environment(services["api"]), environment(services["trainer"])
+    assert api["SENTIMENT_SAMPLE_DIR"] == trainer["SENTIMENT_SAMPLE_DIR"] == "/loop/sample"
+    for dockerfile in ("docker/Dockerfile.api", "docker/Dockerfile.trainer"):
+        text = (ROOT / dockerfile).read_text()
+        assert "/loop/feedback /loop/sample" in text and "chown -R sentiment:sentiment" in text, dockerfile
+
+
 def test_trainer_entrypoint_rejects_a_bad_schedule(tmp_path) -> None:
     script = ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"]
     result = subprocess.run(["/bin/sh", str(script)], env={"PATH": "/usr/bin:/bin", "SENTIMENT_RETRAIN_EVERY_HOURS": "6h"},

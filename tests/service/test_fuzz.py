@@ -240,3 +240,39 @@ def test_v2_infer_bodies_never_cause_5xx(fuzz_client, request, route):
         return
     event(f"status {response.status_code}")  # --hypothesis-show-statistics: how many reach the model
     check_v2(response)
+
+
+feedback_items = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "text": texts | json_values,
+            "label": st.sampled_from(["positive", "negative", 0, 1, 2, True, "pos"]),
+        },
+        optional={"id": texts | json_values, "source": texts | json_values, "x": json_values},
+    ),
+    json_values,
+)
+
+
+@pytest.fixture
+def feedback_client(make_app, tmp_path):
+    """Return a client of an app with feedback on and small limits, and its feedback folder."""
+    drop = tmp_path / "fuzz-drop"
+    app = make_app(FEEDBACK_DIR=str(drop), MAX_TEXTS_PER_REQUEST=4, MAX_TEXT_CHARS=80, MAX_BODY_BYTES=2000)
+    return app.test_client(), drop
+
+
+@FUZZ
+@given(doc=st.one_of(feedback_items, st.lists(feedback_items, max_size=6)))
+def test_feedback_documents_never_cause_5xx_and_a_refusal_writes_nothing(feedback_client, doc):
+    client, drop = feedback_client
+    before = sum(len(p.read_bytes().splitlines()) for p in drop.rglob("*.jsonl"))
+    response = client.post("/v1/feedback", data=json.dumps(doc), content_type="application/json")
+    assert response.status_code < 500, response.get_data(as_text=True)
+    written = sum(len(p.read_bytes().splitlines()) for p in drop.rglob("*.jsonl")) - before
+    if response.status_code == 200:
+        validate(response.get_json(), "FeedbackResponse")
+        assert written == response.get_json()["accepted"]
+    else:
+        validate(response.get_json(), "Error")
+        assert written == 0

@@ -49,6 +49,10 @@ def test_docs_show_every_route_and_error_code():
         "shutting_down",
         "inference_failed",
         "internal_error",
+        "invalid_label",
+        "unauthorized",
+        "feedback_disabled",
+        "feedback_unavailable",
     ]:
         assert f"`{code}`" in docs, code
 
@@ -62,6 +66,7 @@ def test_spec_is_served_with_live_limits(make_app):
     assert schemas["TFPredictRequest"]["properties"]["instances"]["maxItems"] == 7
     assert schemas["Text"]["maxLength"] == 99
     assert schemas["ExplainRequest"]["x-max-tokens"] == 33
+    assert schemas["FeedbackRequest"]["oneOf"][1]["maxItems"] == 7
     validate({"texts": ["ok"] * 7}, "PredictRequest", spec)
 
 
@@ -87,3 +92,15 @@ def test_v2_examples_in_the_spec_are_valid():
     validate(metadata["example"], "V2ModelMetadata")
     server = spec["paths"]["/v2"]["get"]["responses"]["200"]["content"]["application/json"]
     validate(server["example"], "V2ServerMetadata")
+
+
+def test_feedback_examples_in_the_spec_are_valid_and_accepted(make_app, tmp_path):
+    spec = base_spec()
+    operation = spec["paths"]["/v1/feedback"]["post"]
+    client = make_app(FEEDBACK_DIR=str(tmp_path / "drop")).test_client()
+    for example in operation["requestBody"]["content"]["application/json"]["examples"].values():
+        validate(example["value"], "FeedbackRequest")
+        answer = client.post("/v1/feedback", json=example["value"])
+        assert answer.status_code == 200
+        validate(answer.get_json(), "FeedbackResponse")
+    validate(operation["responses"]["200"]["content"]["application/json"]["example"], "FeedbackResponse")

@@ -198,3 +198,27 @@ def test_train_cli_reports_bad_data_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "bad.csv: column 'text' has empty or non-text values in data rows 2" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_drift_reference_describes_the_held_out_rows_as_served(version_dir):
+    from training.config import TrainConfig
+    from training.data import calibration_split, train_validation_split
+    from training.drift import id_stats
+    from training.train import load_inputs
+
+    reference = json.loads((version_dir / "drift_reference.json").read_text())
+    manifest = Artifact.open(version_dir).manifest
+    assert reference["source"].startswith("held-out rows")
+    assert reference["texts"] == manifest["data"]["validation_rows"] + manifest["data"]["calibration_rows"]
+    # Recompute it from the same held-out rows through the service's Predictor: the same numbers.
+    config = TrainConfig.from_dict(manifest["config"])
+    labelled = load_inputs(config.replace(unlabelled_sample=0), DATA_DIR).labelled
+    _, held = train_validation_split(labelled.labels, config.val_fraction, config.seed)
+    val, cal = calibration_split(labelled.labels, held, config.calibration_fraction, config.seed)
+    predictor = Predictor.load(version_dir)
+    ids = predictor.encode([labelled.texts[i] for i in np.concatenate([val, cal])])
+    lengths, oov = id_stats(ids)
+    assert reference["length"]["mean"] == pytest.approx(lengths.mean())
+    assert reference["oov"]["token_rate"] == pytest.approx(oov.sum() / lengths.sum())
+    assert abs(reference["score"]["mean"] - predictor.score_ids(ids).mean()) < 1e-5
+    assert sum(reference["score"]["fractions"]) == pytest.approx(1.0)
