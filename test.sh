@@ -23,4 +23,7 @@ command -v docker-compose >/dev/null 2>&1 || apt_install --no-install-recommends
 
 export SENTIMENT_DATA_DIR="${SENTIMENT_DATA_DIR:-$(cd .. && pwd)/shared/data/imdb}"
 unset SENTIMENT_ALLOW_SKIP  # here a missing browser or Compose CLI fails its tests (tests/tooling.py)
+# One code style: lint and formatting are checked before any test runs (ruff is pinned in requirements.txt).
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -q "$@"
