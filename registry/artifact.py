@@ -107,6 +107,17 @@ class Artifact:
         return check_temperature(_temperature_field(self.manifest))
 
     @property
+    def quick(self) -> bool:
+        """Return whether this is a quick first model, served only until a full one replaces it."""
+        return bool(self.manifest.get("quick", False))
+
+    @property
+    def preset(self) -> str | None:
+        """Return the name of the training preset, when the trainer recorded one."""
+        preset = self.manifest.get("preset")
+        return None if preset is None else str(preset)
+
+    @property
     def metrics(self) -> dict:
         """Return the validation metrics recorded at training time."""
         return dict(self.manifest.get("metrics", {}))
