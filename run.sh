@@ -77,7 +77,9 @@ case "$needs" in
   0)
     mkdir -p "$RUN_DIR/logs"
     log="$RUN_DIR/logs/full-training-$(date +%Y%m%d-%H%M%S).log"
-    say "Training the full model in the background (preset $PRESET; about 20 min on 2 quiet cores for 'full')."
+    about=""
+    [ "$PRESET" != full ] || about="; about 20 min on 2 quiet cores"
+    say "Training the full model in the background (preset $PRESET$about)."
     echo "  The server switches to it by itself when it is ready. Progress: tail -f $log"
     nice -n 10 "$PY" -m training.quickstart full --preset "$PRESET" >"$log" 2>&1 &
     trainer=$! ;;

@@ -82,9 +82,9 @@ class Word2VecProgress(CallbackAny2Vec):
 class LstmProgress(keras.callbacks.Callback):
     """Log the classifier's training: steps, loss and time left, every ``interval_s`` and per epoch.
 
-    The training loop calls ``fit`` once per epoch (the learning rate and the trainable embedding
-    change between epochs), so it tells this callback which epoch of how many runs with
-    :meth:`begin_epoch`; the estimate covers every planned epoch (early stopping may end sooner).
+    One instance follows the whole run across ``fit`` calls (one per phase: frozen, then
+    fine-tuned embedding), counting epochs itself; the loop sets :attr:`phase` before each call.
+    The estimate covers every planned epoch (early stopping may end the run sooner).
     """
 
     def __init__(
@@ -95,19 +95,17 @@ class LstmProgress(keras.callbacks.Callback):
         self.steps = steps
         self.interval_s = interval_s
         self.clock = clock
-        self.epoch = 0
         self.phase = ""
-        self.steps_before = 0  # steps of the epochs already finished
+        self.epoch = 0  # epochs begun so far, across fit calls
         self.started: float | None = None
         self.epoch_started = self.last_line = 0.0
 
-    def begin_epoch(self, epoch: int, phase: str) -> None:
-        """Announce the next ``fit`` call: epoch number (from 1) and phase name."""
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Start the epoch's clock (and the run's, at the first epoch)."""
         now = self.clock()
         if self.started is None:
             self.started = now
-        self.epoch, self.phase = epoch, phase
-        self.steps_before = (epoch - 1) * self.steps
+        self.epoch += 1
         self.epoch_started = self.last_line = now
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -123,7 +121,7 @@ class LstmProgress(keras.callbacks.Callback):
 
     def _line(self, step: int, now: float, logs: dict) -> None:
         epoch_left = time_left(now - self.epoch_started, step, self.steps)
-        done = self.steps_before + step
+        done = (self.epoch - 1) * self.steps + step
         total_left = time_left(now - (self.started or now), done, self.epochs * self.steps)
         metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in logs.items() if k in ("loss", "accuracy"))
         log.info(

@@ -74,12 +74,14 @@ def test_lstm_lines_every_interval_and_per_epoch_with_epoch_and_total_time_left(
     clock = FakeClock()
     progress = LstmProgress(epochs=2, steps=10, interval_s=15, clock=clock)
     with caplog.at_level(logging.INFO, logger="training.progress"):
-        progress.begin_epoch(1, "frozen")
+        progress.phase = "frozen"  # first fit call: one epoch
+        progress.on_epoch_begin(0)
         for step in range(10):
             clock.now += 4  # 4 s per step: a line after steps 4 and 8 (16 s and 32 s), then the epoch's
             progress.on_train_batch_end(step, {"loss": 0.5, "accuracy": 0.75})
         progress.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.75})
-        progress.begin_epoch(2, "finetune")
+        progress.phase = "finetune"  # second fit call: Keras counts from 0 again
+        progress.on_epoch_begin(0)
         clock.now += 20
         progress.on_epoch_end(0, {"loss": 0.25})
     lines = [r.getMessage() for r in caplog.records]
