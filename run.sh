@@ -32,7 +32,7 @@ stop_children() {
   for pid in $step $server $trainer; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in $step $server $trainer; do wait "$pid" 2>/dev/null || true; done
 }
-trap 'say "Stopping the server and the background training..."; stop_children; exit 130' INT
+trap 'say "Stopping (Ctrl-C): nothing half-written is published..."; stop_children; exit 130' INT
 trap 'stop_children; exit 143' TERM
 run_step() {  # run_step COMMAND...: run it as a waited-for child; return its exit status
   "$@" &
