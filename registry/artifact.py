@@ -68,6 +68,11 @@ def _temperature_field(manifest: dict) -> object:
     return calibration.get("temperature", 1.0)
 
 
+def is_quick(manifest: dict | None) -> bool:
+    """Return whether a version's manifest marks it as a quick first model (``"quick": true``)."""
+    return bool(manifest and manifest.get("quick"))
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A read-only view of one model version directory."""
@@ -109,7 +114,7 @@ class Artifact:
     @property
     def quick(self) -> bool:
         """Return whether this is a quick first model, served only until a full one replaces it."""
-        return bool(self.manifest.get("quick", False))
+        return is_quick(self.manifest)
 
     @property
     def preset(self) -> str | None:

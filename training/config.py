@@ -1,7 +1,8 @@
 """Every hyperparameter of the training pipeline, with its default and meaning, in one place.
 
 Presets are named instances: ``small`` is CI-sized (a 2k sample, seconds per epoch), ``full`` is
-the quality configuration reported in the README. A CLI flag overrides any single field.
+the quality configuration reported in the README, ``quick`` the model ``run.sh`` serves first while
+the full one trains. A CLI flag overrides any single field.
 """
 
 from __future__ import annotations

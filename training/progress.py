@@ -84,7 +84,8 @@ class LstmProgress(keras.callbacks.Callback):
 
     One instance follows the whole run across ``fit`` calls (one per phase: frozen, then
     fine-tuned embedding), counting epochs itself; the loop sets :attr:`phase` before each call.
-    The estimate covers every planned epoch (early stopping may end the run sooner).
+    Time left is the epoch's pace per step (its first step, which may build the graph, left out) times
+    the steps left in every planned epoch (early stopping may end the run sooner).
     """
 
     def __init__(
@@ -97,21 +98,22 @@ class LstmProgress(keras.callbacks.Callback):
         self.clock = clock
         self.phase = ""
         self.epoch = 0  # epochs begun so far, across fit calls
-        self.started: float | None = None
         self.epoch_started = self.last_line = 0.0
+        self.first_step_done: float | None = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        """Start the epoch's clock (and the run's, at the first epoch)."""
+        """Start the epoch's clock."""
         now = self.clock()
-        if self.started is None:
-            self.started = now
         self.epoch += 1
         self.epoch_started = self.last_line = now
+        self.first_step_done = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         """Log a progress line when ``interval_s`` passed since the last one."""
         now = self.clock()
-        if now - self.last_line >= self.interval_s and batch + 1 < self.steps:
+        if batch == 0:  # an epoch's first step may include building the graph: not its pace
+            self.first_step_done = now
+        elif now - self.last_line >= self.interval_s and batch + 1 < self.steps:
             self.last_line = now
             self._line(batch + 1, now, logs or {})
 
@@ -119,10 +121,16 @@ class LstmProgress(keras.callbacks.Callback):
         """Log the epoch's last line (the training loop adds its validation numbers after it)."""
         self._line(self.steps, self.clock(), logs or {})
 
+    def _pace(self, step: int, now: float) -> float:
+        """Return seconds per step in this epoch, leaving out its first step when there are others."""
+        if step > 1 and self.first_step_done is not None:
+            return (now - self.first_step_done) / (step - 1)
+        return (now - self.epoch_started) / step
+
     def _line(self, step: int, now: float, logs: dict) -> None:
-        epoch_left = time_left(now - self.epoch_started, step, self.steps)
-        done = (self.epoch - 1) * self.steps + step
-        total_left = time_left(now - (self.started or now), done, self.epochs * self.steps)
+        pace = self._pace(step, now)
+        epoch_left = pace * (self.steps - step)
+        total_left = pace * (self.epochs * self.steps - (self.epoch - 1) * self.steps - step)
         metrics = ", ".join(f"{k} {float(v):.4f}" for k, v in logs.items() if k in ("loss", "accuracy"))
         log.info(
             "LSTM epoch %d/%d (%s): step %d/%d (%d%%)%s; epoch ends in %s, %s left if all %d epochs run",

@@ -10,8 +10,9 @@ compose trainer's first start)::
 
 The quick model is an ordinary registry version whose manifest says ``"quick": true`` and names its
 preset, so the service labels it (``/v1/models/<name>``, the web page's badge). The full model is
-published unpromoted and then promoted by :func:`replaces_quick`, under the registry lock; the
-service's poll of the production pointer swaps it in without a restart or a failed request.
+published unpromoted, then promoted under the registry lock if ``training.gate.replaces_quick``
+accepts it; the service's poll of the production pointer swaps it in without a restart or a
+failed request.
 
 Each step first serves the best version already present (a rerun after Ctrl-C resumes, never
 retrains what exists) and cleans what killed writers left (:meth:`Registry.clean_stale`).
@@ -23,13 +24,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from registry.artifact import is_quick
 from registry.store import Registry, RegistryError
 from training.config import PRESETS
 
@@ -40,44 +41,6 @@ FULL_PRESET = "full"
 #: Exit status of ``full`` when the trained model was published but not promoted.
 NOT_PROMOTED = 4
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def is_quick(manifest: dict | None) -> bool:
-    """Return whether a version's manifest marks it as a quick model."""
-    return bool(manifest and manifest.get("quick"))
-
-
-def replaces_quick(candidate: dict, production: dict | None) -> tuple[bool, str]:
-    """Return (promote?, reason) for a version this module trained, given production's manifest.
-
-    A quick model is a placeholder: any full model that passed the training run's own checks
-    (runtime parity, finite validation metrics) replaces it. Their validation numbers are not
-    compared: they come from different splits of different sizes (200 and 2,500 reviews for the
-    quick and full presets), so the comparison would mostly measure noise; both are logged. A full
-    production version is never replaced here (that is the retraining pipeline's gold-set gate),
-    and a quick model never replaces anything.
-    """
-    metrics = candidate.get("metrics", {})
-    values = [metrics.get("accuracy"), metrics.get("ece")]
-    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-        return False, f"its validation metrics are missing or not finite: {values}"
-    if not candidate.get("parity", {}).get("passed"):
-        return False, "it has no passed runtime parity check"
-    if production is None:
-        return True, "no production version yet"
-    if is_quick(candidate):
-        return False, "a quick model never replaces a production version"
-    if not is_quick(production):
-        return False, (
-            "production is a full model already; replacing it is the retraining pipeline's "
-            "job (python -m training.pipeline retrain, gold-set gate)"
-        )
-    quick = production.get("metrics", {})
-    return True, (
-        f"a full model replaces the quick one (validation accuracy {metrics['accuracy']:.4f} on "
-        f"{metrics.get('n', '?')} reviews; the quick model had {quick.get('accuracy', math.nan):.4f} "
-        f"on {quick.get('n', '?')}, another split: not compared)"
-    )
 
 
 def _manifests(registry: Registry, name: str) -> dict[int, dict]:
@@ -97,6 +60,8 @@ def serve_best_present(registry: Registry, name: str) -> int | None:
     Best: the newest full version :func:`replaces_quick` accepts, else (nothing in production) the
     newest quick one. A full production version is left alone.
     """
+    from training.gate import replaces_quick  # scipy & co.: only where a decision is taken
+
     with registry.lock(name):
         production = registry.production_version(name)
         manifests = _manifests(registry, name)
@@ -146,7 +111,9 @@ def train_and_publish(
 
 
 def promote_if_accepted(registry: Registry, name: str, version: int, manifest: dict) -> bool:
-    """Promote a just-published version if :func:`replaces_quick` accepts it against production now."""
+    """Promote a just-published version if ``replaces_quick`` accepts it against production now."""
+    from training.gate import replaces_quick
+
     with registry.lock(name):
         production = registry.production_version(name)
         current = registry.manifest(name, production) if production is not None else None
@@ -273,25 +240,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("gensim").setLevel(logging.WARNING)
     registry = Registry(args.model_dir)
+    try:
+        if args.step == "needs-full":  # answered from the registry alone: fast, no pandas or TensorFlow
+            return 0 if needs_full(registry, args.model_name) else 1
+        return run_steps(registry, args)
+    except RegistryError as exc:
+        log.error("%s", exc)
+        return 3
+
+
+def run_steps(registry: Registry, args: argparse.Namespace) -> int:
+    """Run the quick and/or full step the arguments ask for; exit 2 on bad data."""
     from training.data import DataError
 
     overrides = {"train_file": args.train_file} if args.train_file else {}
+    status = 0
     try:
-        if args.step == "needs-full":
-            return 0 if needs_full(registry, args.model_name) else 1
-        status = 0
         with stop_on_signals():
             if args.step in ("quick", "all"):
                 status = quick_step(registry, args.model_name, args.quick_preset, args.data_dir, overrides)
             if args.step in ("full", "all") and status == 0:
                 status = full_step(registry, args.model_name, args.preset, args.data_dir, overrides)
-        return status
     except DataError as exc:
         log.error("%s", exc)
         return 2
-    except RegistryError as exc:
-        log.error("%s", exc)
-        return 3
+    return status
 
 
 if __name__ == "__main__":

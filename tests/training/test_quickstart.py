@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from registry.store import Registry
 from tests.fakes import make_random_version
 from training import quickstart
-from training.quickstart import needs_full, replaces_quick, serve_best_present
+from training.quickstart import needs_full, serve_best_present
 
 NAME = "sentiment"
 CHECKED = {"parity": {"passed": True}}
-
-
-def manifest(*, quick: bool, accuracy: float = 0.8, ece: float = 0.03, parity: bool = True) -> dict:
-    return {
-        "quick": quick,
-        "metrics": {"accuracy": accuracy, "ece": ece, "n": 200},
-        "parity": {"passed": parity},
-    }
 
 
 def publish(registry: Registry, *, quick: bool, promote: bool = False, accuracy: float = 0.8, **extra) -> int:
@@ -33,36 +23,6 @@ def publish(registry: Registry, *, quick: bool, promote: bool = False, accuracy:
         metrics={"accuracy": accuracy, "ece": 0.03, "n": 200},
         extra_manifest={"quick": quick, "preset": "tiny", **CHECKED, **extra},
     )
-
-
-# -- the gate ------------------------------------------------------------------------------------
-def test_a_full_model_replaces_a_quick_one_even_when_its_validation_number_is_lower():
-    # Decided: a quick model is a placeholder; the splits differ, so the numbers are not compared.
-    accepted, reason = replaces_quick(
-        manifest(quick=False, accuracy=0.70), manifest(quick=True, accuracy=0.80)
-    )
-    assert accepted and "replaces the quick one" in reason and "0.7000" in reason and "0.8000" in reason
-
-
-@pytest.mark.parametrize(
-    "candidate, production, why",
-    [
-        (manifest(quick=True), manifest(quick=False), "never replaces"),
-        (manifest(quick=True), manifest(quick=True), "never replaces"),
-        (manifest(quick=False), manifest(quick=False), "retraining pipeline"),
-        (manifest(quick=False, accuracy=math.nan), manifest(quick=True), "not finite"),
-        (manifest(quick=False, parity=False), manifest(quick=True), "parity"),
-        ({"quick": False, "parity": {"passed": True}}, manifest(quick=True), "missing or not finite"),
-    ],
-)
-def test_what_the_gate_refuses(candidate, production, why):
-    accepted, reason = replaces_quick(candidate, production)
-    assert not accepted and why in reason
-
-
-def test_anything_checked_may_fill_an_empty_production():
-    assert replaces_quick(manifest(quick=True), None) == (True, "no production version yet")
-    assert not replaces_quick(manifest(quick=True, parity=False), None)[0]
 
 
 # -- serving the best version present (a rerun after Ctrl-C) -----------------------------------------
