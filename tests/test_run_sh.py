@@ -177,7 +177,7 @@ def test_quick_model_first_full_model_later_without_restart_and_clean_stops(tmp_
     model = second.model()
     assert (model["version"], model["quick"], model["preset"]) == (2, False, "tiny")
     second.wait_for(
-        lambda: "Full model trained and promoted" in second.log(), 60, "run.sh's report of the promotion"
+        lambda: "Full model trained and promoted" in second.log(), 120, "run.sh's report of the promotion"
     )
     trainer_log = max(logs.glob("*.log"), key=lambda p: p.stat().st_mtime).read_text()
     for line in ("word2vec epoch 1/", "LSTM epoch 1/", "parity:", "promotion: version 2 promoted"):
