@@ -15,7 +15,7 @@ accepts it; the service's poll of the production pointer swaps it in without a r
 failed request.
 
 Each step first serves the best version already present (a rerun after Ctrl-C resumes, never
-retrains what exists) and cleans what killed writers left (:meth:`Registry.clean_stale`).
+retrains what exists) and cleans what killed writers left (:meth:`Registry.clean_leftovers`).
 SIGTERM and SIGINT stop a training cleanly: its staging directory is deleted, no version appears.
 """
 
@@ -128,7 +128,7 @@ def quick_step(
     registry: Registry, name: str, preset_name: str, data_dir: Path | None, overrides: dict
 ) -> int:
     """Make sure something is served: the best version present, else a freshly trained quick model."""
-    registry.clean_stale(name)
+    registry.clean_leftovers(name, wait=False)
     production = serve_best_present(registry, name)
     if production is not None:
         kind = "quick" if is_quick(registry.manifest(name, production)) else "full"
@@ -143,7 +143,7 @@ def quick_step(
 
 def full_step(registry: Registry, name: str, preset_name: str, data_dir: Path | None, overrides: dict) -> int:
     """Make sure a full model is in production: the one present, else train one and promote it."""
-    registry.clean_stale(name)
+    registry.clean_leftovers(name, wait=False)
     serve_best_present(registry, name)
     if not needs_full(registry, name):
         log.info(

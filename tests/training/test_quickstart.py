@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from registry.store import Registry
@@ -110,7 +113,7 @@ def test_steps_clean_what_a_killed_trainer_left(tmp_path, trainings):
     registry = Registry(tmp_path)
     publish(registry, quick=True, promote=True)
     leftover = registry.model_dir(NAME) / ".staging-killed"
-    leftover.mkdir()
-    (leftover.with_name(leftover.name + ".owner")).touch()  # its writer is gone: the file is unlocked
+    leftover.mkdir()  # its writer is gone: nobody holds its lock
+    os.utime(leftover, (time.time() - 3600,) * 2)  # and it is older than a live writer's could be
     assert quickstart.quick_step(registry, NAME, "tiny", None, {}) == 0
     assert not leftover.exists() and trainings == []
