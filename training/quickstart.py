@@ -32,7 +32,7 @@ from typing import Iterator, Sequence
 
 from registry.artifact import is_quick
 from registry.store import Registry, RegistryError
-from training.config import PRESETS
+from training.config import PRESETS, preset
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ def _manifests(registry: Registry, name: str) -> dict[int, dict]:
 def serve_best_present(registry: Registry, name: str) -> int | None:
     """Promote the best version already present when production is missing or quick; return production.
 
-    Best: the newest full version :func:`replaces_quick` accepts, else (nothing in production) the
-    newest quick one. A full production version is left alone.
+    Best: the newest full version ``training.pipeline.replaces_quick`` accepts, else (nothing in
+    production) the newest quick one. A full production version is left alone.
     """
     from training.gate import replaces_quick  # scipy & co.: only where a decision is taken
 
@@ -92,7 +92,6 @@ def train_and_publish(
     registry: Registry, name: str, preset_name: str, *, quick: bool, data_dir: Path | None, overrides: dict
 ) -> tuple[int, dict]:
     """Train one version of ``preset_name`` (marked quick or not), publish it unpromoted; return it."""
-    from training.config import preset
     from training.data import default_data_dir
     from training.train import load_inputs, train_version
 
