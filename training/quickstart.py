@@ -57,7 +57,7 @@ def _manifests(registry: Registry, name: str) -> dict[int, dict]:
 def serve_best_present(registry: Registry, name: str) -> int | None:
     """Promote the best version already present when production is missing or quick; return production.
 
-    Best: the newest full version ``training.pipeline.replaces_quick`` accepts, else (nothing in
+    Best: the newest full version ``training.gate.replaces_quick`` accepts, else (nothing in
     production) the newest quick one. A full production version is left alone.
     """
     from training.gate import replaces_quick  # scipy & co.: only where a decision is taken
