@@ -101,7 +101,7 @@ def assert_registry_complete(registry: Registry, versions: list[int], production
     for version in versions:
         Artifact.open(registry.version_dir(NAME, version)).vocabulary()
     leftovers = [
-        p.name for p in registry.model_dir(NAME).iterdir() if p.name.startswith((".staging", ".deleting"))
+        p.name for p in registry.model_home(NAME).iterdir() if p.name.startswith((".staging", ".deleting"))
     ]
     assert leftovers == []
 

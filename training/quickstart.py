@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from registry.artifact import is_quick
+from registry.cli import HelpFormatter, add_registry_arguments, configure_logging
 from registry.store import Registry, RegistryError
 from training.config import PRESETS, preset
 
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.quickstart",
         description="First start of the service: train and promote a quick model when nothing is served, "
         "then the full model, which replaces the quick one when it is ready.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "step",
@@ -198,13 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         default=os.environ.get("SENTIMENT_PRESET", FULL_PRESET),
         choices=sorted(PRESETS),
-        help="preset of the full model ($SENTIMENT_PRESET)",
+        help="preset of the full model (default: $SENTIMENT_PRESET or full)",
     )
     parser.add_argument(
         "--quick-preset",
         default=os.environ.get("SENTIMENT_QUICK_PRESET", QUICK_PRESET),
         choices=sorted(PRESETS),
-        help="preset of the quick model ($SENTIMENT_QUICK_PRESET)",
+        help="preset of the quick model (default: $SENTIMENT_QUICK_PRESET or quick)",
     )
     parser.add_argument(
         "--train-file",
@@ -218,17 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="folder holding the data files (default: $SENTIMENT_DATA_DIR or ../shared/data/imdb)",
     )
-    parser.add_argument(
-        "--model-dir",
-        type=Path,
-        default=Path(os.environ.get("SENTIMENT_MODEL_DIR", "models")),
-        help="model registry root ($SENTIMENT_MODEL_DIR)",
-    )
-    parser.add_argument(
-        "--model-name",
-        default=os.environ.get("SENTIMENT_MODEL_NAME", "sentiment"),
-        help="model name inside the registry ($SENTIMENT_MODEL_NAME)",
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_registry_arguments(parser)
     return parser
 
 
@@ -236,9 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; exit 0 on success, 1 (needs-full only) when a full model serves, 2 on bad data,
     3 on a registry problem, 4 when a trained model was not promoted."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("gensim").setLevel(logging.WARNING)
-    registry = Registry(args.model_dir)
+    configure_logging(verbose=args.verbose)
+    registry = Registry(args.registry_root)
     try:
         if args.step == "needs-full":  # answered from the registry alone: fast, no pandas or TensorFlow
             return 0 if needs_full(registry, args.model_name) else 1

@@ -507,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         default="full",
-        help="named configuration: full = quality run, small = CI-sized 2k sample, tiny = tests",
+        help="named configuration: full = quality run, quick = run.sh's first model (10k sample), "
+        "small = CI-sized 2k sample, tiny = tests",
     )
     parser.add_argument(
         "--data-dir",

@@ -112,7 +112,7 @@ def test_a_full_model_the_gate_refuses_is_published_but_not_promoted(tmp_path, m
 def test_steps_clean_what_a_killed_trainer_left(tmp_path, trainings):
     registry = Registry(tmp_path)
     publish(registry, quick=True, promote=True)
-    leftover = registry.model_dir(NAME) / ".staging-killed"
+    leftover = registry.model_home(NAME) / ".staging-killed"
     leftover.mkdir()  # its writer is gone: nobody holds its lock
     os.utime(leftover, (time.time() - 3600,) * 2)  # and it is older than a live writer's could be
     assert quickstart.quick_step(registry, NAME, "tiny", None, {}) == 0
