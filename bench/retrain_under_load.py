@@ -39,10 +39,10 @@ from tests.service.gunicorn_server import GunicornServer  # noqa: E402
 REVIEW = "A moving, beautifully acted film. The story kept me hooked and the ending was perfect."
 
 
-def client_loop(server: GunicornServer, stop: threading.Event, log: list) -> None:
-    """Send requests back to back until ``stop``; append (wall time, status, version or error)."""
+def client_loop(server: GunicornServer, stop: threading.Event, log: list, pause_s: float = 0.0) -> None:
+    """Send requests until ``stop``, ``pause_s`` apart; append (wall time, status, version or error)."""
     session = requests.Session()
-    while not stop.is_set():
+    while not stop.wait(pause_s):
         try:
             response = session.post(server.url("/v1/predict"), json={"text": REVIEW}, timeout=10)
             version = response.json()["predictions"][0]["model_version"] if response.status_code == 200 else None

@@ -10,7 +10,8 @@
 #   With SENTIMENT_RETRAIN_WHEN_DRIFT=1, --when-drift is added: each run first checks the traffic
 #   sample (SENTIMENT_SAMPLE_DIR) for drift and retrains only if it finds some.
 # - Anything else runs as given: `python -m training.fetch`, `python -m training.train --preset small`,
-#   `python -m training.pipeline status`.
+#   `python -m training.pipeline status`, or the first start of an empty registry,
+#   `python -m training.quickstart` (a quick model promoted at once, then the full one; docs/deploy.md).
 set -eu
 
 if [ "$#" -eq 0 ] || [ "${1#-}" != "$1" ]; then

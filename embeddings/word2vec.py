@@ -30,8 +30,12 @@ def train_word2vec(
     workers: int = 2,
     seed: int = 1337,
     previous: str | Path | None = None,
+    callbacks: Sequence = (),
 ):
-    """Return a trained ``gensim.models.Word2Vec``; with ``previous``, continue training that model."""
+    """Return a trained ``gensim.models.Word2Vec``; with ``previous``, continue training that model.
+
+    ``callbacks`` are gensim ``CallbackAny2Vec`` objects (the trainer's progress lines per epoch).
+    """
     from gensim.models import Word2Vec
 
     started = time.perf_counter()
@@ -39,7 +43,7 @@ def train_word2vec(
     if previous is not None:
         model = Word2Vec.load(str(previous))
         model.build_vocab(token_lists, update=True)
-        model.train(token_lists, total_examples=len(token_lists), epochs=epochs)
+        model.train(token_lists, total_examples=len(token_lists), epochs=epochs, callbacks=list(callbacks))
     else:
         model = Word2Vec(
             sentences=token_lists,
@@ -51,6 +55,7 @@ def train_word2vec(
             negative=negative,
             workers=workers,
             seed=seed,
+            callbacks=list(callbacks),
         )
     log.info(
         "word2vec: %d texts, %.1fM tokens, %d words, %d dims, %.0f s",

@@ -68,6 +68,11 @@ def _temperature_field(manifest: dict) -> object:
     return calibration.get("temperature", 1.0)
 
 
+def is_quick(manifest: dict | None) -> bool:
+    """Return whether a version's manifest marks it as a quick first model (``"quick": true``)."""
+    return bool(manifest and manifest.get("quick"))
+
+
 @dataclass(frozen=True)
 class Artifact:
     """A read-only view of one model version directory."""
@@ -105,6 +110,17 @@ class Artifact:
     def temperature(self) -> float:
         """Return the calibration temperature fitted at training time (1.0 = none); checked at open."""
         return check_temperature(_temperature_field(self.manifest))
+
+    @property
+    def quick(self) -> bool:
+        """Return whether this is a quick first model, served only until a full one replaces it."""
+        return is_quick(self.manifest)
+
+    @property
+    def preset(self) -> str | None:
+        """Return the name of the training preset, when the trainer recorded one."""
+        preset = self.manifest.get("preset")
+        return None if preset is None else str(preset)
 
     @property
     def metrics(self) -> dict:

@@ -66,6 +66,7 @@ class Report:
     model_name: str
     model_version: int
     folder: Path
+    quick: bool
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,8 @@ class DataPlane:
                 "version": state.served.version if state.served is not None else None,
                 "runtime": self.settings.runtime,
                 "loaded_at": state.loaded_at,
+                "quick": state.served is not None and state.served.artifact.quick,
+                "preset": state.served.artifact.preset if state.served is not None else None,
             },
             "metrics": metrics,
         }
@@ -217,7 +220,7 @@ class DataPlane:
     def report(self) -> Report:
         """Return the served version's report folder (it may not exist: the caller checks)."""
         served = self.manager.current()
-        return Report(served.name, served.version, served.artifact.file(REPORT_DIR))
+        return Report(served.name, served.version, served.artifact.file(REPORT_DIR), served.artifact.quick)
 
     def loaded_versions(self) -> list[int]:
         """Return the versions this worker can score with now: the served one (none before a load).
@@ -228,11 +231,17 @@ class DataPlane:
         return [] if served is None else [served.version]
 
     def readiness(self) -> dict | None:
-        """Return the served model's name and version, or None when not ready."""
+        """Return the served model's name, version and quick flag, or None when not ready."""
         state = self.manager.state()
         if state.served is None:
             return None
-        return {"status": "ready", "model_name": state.served.name, "model_version": state.served.version}
+        served = state.served
+        return {
+            "status": "ready",
+            "model_name": served.name,
+            "model_version": served.version,
+            "quick": served.artifact.quick,
+        }
 
 
 def _version_status(version: int, state: str, error_code: str = "OK", message: str = "") -> dict:

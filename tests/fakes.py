@@ -38,6 +38,7 @@ def make_random_version(
     promote: bool = True,
     metrics: dict | None = None,
     tokenizer: Tokenizer = CURRENT,
+    extra_manifest: dict | None = None,
 ) -> int:
     """Publish a random-weight version of ``name`` and optionally promote it; return its number."""
     vocab = Vocabulary.build([tokenizer.tokenize(" ".join(WORDS))], min_count=1, max_len=64, head=16,
@@ -56,6 +57,7 @@ def make_random_version(
                 "metrics": metrics or {"accuracy": 0.5},
                 "config": {"fake": True, "seed": seed},
                 "lineage": {"parent_version": None},
+                **(extra_manifest or {}),
             },
         )
         version = registry.commit_version(name, staging)

@@ -9,11 +9,9 @@ second call. Imports TensorFlow: the trainer loads this module only when it trai
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -28,6 +26,7 @@ from inference.predictor import sigmoid  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.metrics import log_loss  # noqa: E402
 from training.model import set_embedding_trainable  # noqa: E402
+from training.progress import LstmProgress  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,7 @@ def fit(
         lambda: length_bucketed_batches(x_train, y_train, config.batch_size, config.bucket_chunk, rng), steps
     )
     monitor = ValidationMonitor(logits_fn, *validation, config.patience)
-    verbose = 1 if sys.stderr.isatty() else 2
+    progress = LstmProgress(config.frozen_epochs + config.finetune_epochs, steps)  # lines with the time left
     phases = (
         ("frozen", False, config.learning_rate, config.frozen_epochs),
         ("finetune", True, config.finetune_learning_rate, config.finetune_epochs),
@@ -189,8 +188,10 @@ def fit(
             return base * config.lr_decay**epoch
 
         monitor.start_phase(phase, schedule)
+        progress.phase = phase
         scheduler = keras.callbacks.LearningRateScheduler(schedule)
-        with contextlib.redirect_stdout(sys.stderr):  # progress to stderr: stdout is the CLI's JSON result
-            model.fit(dataset, epochs=epochs, verbose=verbose, callbacks=[scheduler, monitor])
+        # Progress as log lines (terminal or a background run's log file), before the monitor's
+        # validation line of each epoch; Keras's own progress bar stays off.
+        model.fit(dataset, epochs=epochs, verbose=0, callbacks=[scheduler, progress, monitor])
     model.set_weights(monitor.best_weights)
     return FitResult(monitor.history, monitor.best_epoch)

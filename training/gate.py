@@ -21,16 +21,22 @@ down.
 numbers); the result lists them all. Add a check by writing a function ``(GateInputs, Policy) ->
 Check`` and appending it to :data:`CHECKS`, or pass it in ``extra_checks`` (the pipeline's
 ``RetrainOptions.extra_checks``); a check that needs the registry can be a closure over it.
+
+The first start (``run.sh``, training/quickstart.py) has a simpler rule, :func:`replaces_quick`:
+its quick model is a placeholder that any full model passing the training run's own checks
+replaces; it never replaces a full production model (only ``retrain`` and this gate do).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import binomtest, norm
 
+from registry.artifact import is_quick
 from training.metrics import expected_calibration_error
 
 #: Fewer gold rows than this that production never trained on: no fair comparison is possible.
@@ -362,3 +368,36 @@ def decide(
 ) -> GateResult:
     """Run every check on the gold-set scores and return all verdicts."""
     return GateResult([check(inputs, policy) for check in (*CHECKS, *extra_checks)])
+
+
+def replaces_quick(candidate: dict, production: dict | None) -> tuple[bool, str]:
+    """Return (promote?, reason) for a first-start version (training.quickstart) vs production's manifest.
+
+    A quick model is a placeholder: any full model that passed the training run's own checks
+    (runtime parity, finite validation metrics) replaces it. Their validation numbers are not
+    compared: they come from different splits of different sizes (the quick and full presets hold
+    out 1,000 and 2,500 reviews), so the comparison would mostly measure noise; both are logged. A
+    full production version is never replaced here (that is ``retrain``'s gold-set gate), and a
+    quick model never replaces anything.
+    """
+    metrics = candidate.get("metrics", {})
+    values = [metrics.get("accuracy"), metrics.get("ece")]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return False, f"its validation metrics are missing or not finite: {values}"
+    if not candidate.get("parity", {}).get("passed"):
+        return False, "it has no passed runtime parity check"
+    if production is None:
+        return True, "no production version yet"
+    if is_quick(candidate):
+        return False, "a quick model never replaces a production version"
+    if not is_quick(production):
+        return False, (
+            "production is a full model already; replacing it is the retraining pipeline's "
+            "job (python -m training.pipeline retrain, gold-set gate)"
+        )
+    quick = production.get("metrics", {})
+    return True, (
+        f"a full model replaces the quick one (validation accuracy {metrics['accuracy']:.4f} on "
+        f"{metrics.get('n', '?')} reviews; the quick model had {quick.get('accuracy', math.nan):.4f} "
+        f"on {quick.get('n', '?')}, another split: not compared)"
+    )

@@ -8,7 +8,8 @@ One ``retrain`` run, unattended-safe, holding the model's registry lock througho
 2. **Assemble** the candidate's training set (training/pool.py): the base data, the rows of
    promoted or admitted runs and the new rows; per text the newest label wins; gold-set texts are
    left out and counted.
-3. **Train** a candidate from production's configuration; the version records what it trained on.
+3. **Train** a candidate from production's configuration (the full preset while production is
+   a quick first model, see training/quickstart.py); the version records what it trained on.
 4. **Evaluate** candidate and production on the same gold set, production only on the gold rows
    its lineage shows it never trained on (training/lineage.py), and **decide** with paired
    statistics and a floor (training/gate.py).
@@ -44,7 +45,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from registry.artifact import WORD2VEC_FILE
+from registry.artifact import WORD2VEC_FILE, is_quick
 from registry.cli import (
     DocHelpFormatter,
     HelpFormatter,
@@ -390,6 +391,19 @@ def commit(
     _reached("after-promote")
 
 
+def base_config(registry: Registry, name: str, production: int | None) -> TrainConfig:
+    """Return the configuration a candidate starts from: production's, else the full preset.
+
+    A quick production model (``run.sh``'s first minutes, training/quickstart.py) is a placeholder:
+    its configuration is not the one to keep, so a candidate trained while it serves starts from
+    the full preset.
+    """
+    manifest = registry.manifest(name, production) if production is not None else None
+    if manifest is None or is_quick(manifest):
+        return preset("full")
+    return TrainConfig.from_dict(manifest["config"])
+
+
 def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
     """Run one retraining cycle; return its report (also written under ``<model>/runs/<run_id>-v<N>``)."""
     started = time.perf_counter()
@@ -399,12 +413,7 @@ def retrain(registry: Registry, name: str, options: RetrainOptions) -> dict:
         recover(registry, name)
         ledger = Ledger(registry, name)
         production = registry.production_version(name)
-        base_config = (
-            TrainConfig.from_dict(registry.manifest(name, production)["config"])
-            if production is not None
-            else preset("full")
-        )
-        config = base_config.replace(**options.config_overrides)
+        config = base_config(registry, name, production).replace(**options.config_overrides)
 
         # 1-2. The drop files, the gold set, and the training set built from the pool.
         t0 = time.perf_counter()

@@ -104,11 +104,13 @@ class Prepared:
 def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingInputs:
     """Load the labelled and unlabelled files named by the config (sampled as configured)."""
     train_path = resolve(config.train_file, data_dir)
+    log.info("loading %s%s", train_path, f" (a {config.sample}-review sample)" if config.sample else "")
     labelled = labelled_rows(config, train_path)
     fingerprints = {str(train_path): fingerprint(train_path)}
     unlabelled: list[str] = []
     if config.unlabelled_file and config.unlabelled_sample != 0:
         unlabelled_path = resolve(config.unlabelled_file, data_dir)
+        log.info("loading %s", unlabelled_path)
         unlabelled = load_unlabelled(unlabelled_path, text_column=config.text_column)
         if config.unlabelled_sample:
             rng = np.random.default_rng(config.seed)
@@ -124,6 +126,8 @@ def prepare(
     config: TrainConfig, inputs: TrainingInputs, previous_word2vec: Path | None, timings: dict[str, float]
 ) -> Prepared:
     """Split, tokenise, build the vocabulary and word2vec, and encode the splits."""
+    from training.progress import Word2VecProgress
+
     # The held-out rows never feed the vocabulary or word2vec. Half of them pick the epoch (early
     # stopping), the other half fits the temperature: calibration is judged on rows model
     # selection never used.
@@ -140,10 +144,12 @@ def prepare(
 
     t0 = time.perf_counter()
     quiet = not sys.stderr.isatty()
+    log.info("tokenising %d labelled and %d unlabelled reviews", len(labelled.texts), len(inputs.unlabelled))
     tokens = [tokenize(t) for t in tqdm(labelled.texts, desc="tokenise labelled", disable=quiet)]
     corpus = [tokens[i] for i in train_idx]
     corpus += [tokenize(t) for t in tqdm(inputs.unlabelled, desc="tokenise unlabelled", disable=quiet)]
     timings["tokenise_s"] = time.perf_counter() - t0
+    log.info("tokenised in %.0f s", timings["tokenise_s"])
 
     vocab = Vocabulary.build(
         corpus,
@@ -164,6 +170,7 @@ def prepare(
         workers=config.w2v_workers,
         seed=config.seed,
         previous=previous_word2vec,
+        callbacks=[Word2VecProgress(config.w2v_epochs)],
     )
     matrix, embedding_stats = embedding_matrix(vocab, w2v.wv, seed=config.seed)
     timings["word2vec_s"] = time.perf_counter() - t0
@@ -438,9 +445,11 @@ def train_version(
 
     # 4-5. Export into a staging folder, check runtime parity, write the manifest last, publish.
     t0 = time.perf_counter()
+    log.info("export: Keras model, SavedModel and ONNX graph, then the runtime parity check")
     with registry.staging_dir(name) as staging:
         parity = export(model, serving, data, staging, config)
         timings["export_s"] = time.perf_counter() - t0
+        log.info("export and parity check done in %.0f s", timings["export_s"])
         timings["total_s"] = time.perf_counter() - started
         manifest = build_manifest(
             name,
@@ -498,7 +507,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         default="full",
-        help="named configuration: full = quality run, small = CI-sized 2k sample, tiny = tests",
+        help="named configuration: full = quality run, quick = run.sh's first model (10k sample), "
+        "small = CI-sized 2k sample, tiny = tests",
     )
     parser.add_argument(
         "--data-dir",

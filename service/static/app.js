@@ -20,7 +20,13 @@
   const GREEN = "22, 163, 74";
   const RED = "220, 38, 38";
 
-  let model = { name: null, version: null };
+  // While a quick first model serves, look for the full one this often (it replaces it by itself).
+  const QUICK_POLL_MS = 10000;
+  const QUICK_TITLE = "A quick model, trained in about a minute for a first look. The full model is " +
+    "being trained and replaces it automatically; this badge changes when it does.";
+
+  let model = { name: null, version: null, quick: null };
+  let quickPoll = null;
 
   function percent(p) {
     return (100 * p).toFixed(1) + "%";
@@ -36,10 +42,17 @@
   }
 
   // -- model version and report link --------------------------------------------------------
-  async function showModel(name, version) {
-    if (name === model.name && version === model.version) return;
-    model = { name: name, version: version };
-    $("model-version").textContent = name + " \u00b7 v" + version;
+  async function showModel(name, version, quick) {
+    clearTimeout(quickPoll);
+    if (quick) quickPoll = setTimeout(loadModel, QUICK_POLL_MS);
+    if (name === model.name && version === model.version && quick === model.quick) return;
+    const sameVersion = name === model.name && version === model.version;
+    model = { name: name, version: version, quick: quick };
+    const badge = $("model-version");
+    badge.textContent = name + " \u00b7 v" + version + (quick ? " \u00b7 quick model" : "");
+    badge.classList.toggle("badge-quick", quick);
+    badge.title = quick ? QUICK_TITLE : "Model version serving this page";
+    if (sameVersion) return;
     const link = $("report-link");
     const url = "/v1/models/" + encodeURIComponent(name) + "/report";
     let available = false;
@@ -59,7 +72,7 @@
       const response = await fetch("/readyz");
       const body = await response.json();
       if (response.ok) {
-        await showModel(body.model_name, body.model_version);
+        await showModel(body.model_name, body.model_version, body.quick === true);
       } else {
         $("model-version").textContent = "no model loaded yet";
       }
@@ -141,7 +154,7 @@
     parts.push("model " + body.model_name + " v" + body.model_version);
     $("meta").textContent = parts.join(" \u00b7 ");
     result.hidden = false;
-    showModel(body.model_name, body.model_version);
+    if (body.model_name !== model.name || body.model_version !== model.version) loadModel();
   }
 
   // -- the request --------------------------------------------------------------------------

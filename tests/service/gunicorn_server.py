@@ -25,8 +25,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def child_pids(parent: int) -> list[int]:
-    """Return the pids of the live processes whose parent is ``parent`` (Linux /proc)."""
+def _live_processes(field: int, value: int) -> list[int]:
+    """Return the pids of live (not zombie) processes whose /proc stat ``field`` equals ``value``.
+
+    Fields counted after the command name: 0 state, 1 parent pid, 2 process group (Linux /proc).
+    """
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -36,9 +39,19 @@ def child_pids(parent: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == parent and fields[0] != "Z":
+        if int(fields[field]) == value and fields[0] != "Z":
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def child_pids(parent: int) -> list[int]:
+    """Return the pids of the live processes whose parent is ``parent`` (Linux /proc)."""
+    return _live_processes(1, parent)
+
+
+def group_pids(group: int) -> list[int]:
+    """Return the pids of the live processes in process group ``group`` (Linux /proc)."""
+    return _live_processes(2, group)
 
 
 class GunicornServer:

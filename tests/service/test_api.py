@@ -95,6 +95,23 @@ def test_tf_serving_model_status(client):
     assert body["metrics"] == {"accuracy": 0.5}
 
 
+def test_quick_model_is_labelled_in_status_readiness_and_report(make_app, fake_registry):
+    plain = make_app().test_client()
+    model = plain.get(STATUS).get_json()["model"]
+    assert (model["quick"], model["preset"]) == (False, None)
+    assert plain.get("/readyz").get_json()["quick"] is False
+    version = make_random_version(fake_registry, seed=5, extra_manifest={"quick": True, "preset": "quick"})
+    add_fake_report(fake_registry, version=version)
+    client = make_app().test_client()
+    status, ready = client.get(STATUS).get_json(), client.get("/readyz").get_json()
+    validate(status, "ModelStatus")
+    validate(ready, "Ready")
+    assert status["model"]["version"] == version and ready["model_version"] == version
+    assert (status["model"]["quick"], status["model"]["preset"], ready["quick"]) == (True, "quick", True)
+    page = client.get(REPORT).get_data(as_text=True)
+    assert f"sentiment · v{version} · quick model</span>" in page and "badge-quick" in page
+
+
 def test_probes(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")

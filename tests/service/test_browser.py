@@ -18,6 +18,7 @@ import requests
 
 from inference.predictor import Predictor
 from registry.store import Registry
+from tests.fakes import add_fake_report, make_random_version
 from tests.service.gunicorn_server import PROJECT_ROOT, GunicornServer
 from tests.tooling import ALLOW_SKIP, missing_tool
 
@@ -279,3 +280,39 @@ def test_empty_review_is_refused_on_the_page(browser, server: GunicornServer):
     )
     assert error.text == "Type a review first."
     assert not browser.find_element(By.ID, "result").is_displayed()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_quick_model_badge_changes_by_itself_when_the_full_model_replaces_it(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    registry = Registry(tmp_path / "models")
+    make_random_version(registry, extra_manifest={"quick": True, "preset": "quick"})
+    add_fake_report(registry, version=1)
+    quick = GunicornServer(registry.root, tmp_path / "gunicorn", workers=1, threads=4).start(timeout=60)
+    try:
+        browser.get(quick.url("/"))
+        badge = wait(
+            browser,
+            lambda d: "quick" in d.find_element(By.ID, "model-version").text
+            and d.find_element(By.ID, "model-version"),
+            "the quick badge never showed",
+        )
+        assert badge.text == "sentiment · v1 · quick model"
+        assert "badge-quick" in badge.get_attribute("class").split()
+        assert "replaces it automatically" in badge.get_attribute("title")
+        browser.save_screenshot(str(ARTIFACTS / "browser-quick-badge.png"))
+        make_random_version(registry, seed=1, extra_manifest={"quick": False, "preset": "full"})  # promoted
+        add_fake_report(registry, version=2)
+        # The page looks again every 10 s while a quick model serves; no reload, no click.
+        wait(
+            browser,
+            lambda d: d.find_element(By.ID, "model-version").text == "sentiment · v2",
+            "the badge did not switch to the full model",
+        )
+        assert "badge-quick" not in badge.get_attribute("class").split()
+        assert browser.find_element(By.ID, "report-link").text == "Evaluation report (v2)"
+        assert severe_console_messages(browser) == []
+    finally:
+        quick.stop()

@@ -1,5 +1,7 @@
 """The promotion gate's statistics and checks, on known tables and synthetic gold sets (no training)."""
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest
@@ -12,6 +14,7 @@ from training.gate import (
     mcnemar,
     min_detectable_difference,
     paired_bootstrap,
+    replaces_quick,
 )
 
 
@@ -159,3 +162,41 @@ def test_extra_checks_are_appended():
         "detail": "fails on negation",
         "numbers": {"failures": 3},
     }
+
+
+def manifest(*, quick: bool, accuracy: float = 0.8, ece: float = 0.03, parity: bool = True) -> dict:
+    return {
+        "quick": quick,
+        "metrics": {"accuracy": accuracy, "ece": ece, "n": 200},
+        "parity": {"passed": parity},
+    }
+
+
+# -- the first start's rule: a full model replaces the quick one ----------------------------------------
+def test_a_full_model_replaces_a_quick_one_even_when_its_validation_number_is_lower():
+    # Decided: a quick model is a placeholder; the splits differ, so the numbers are not compared.
+    accepted, reason = replaces_quick(
+        manifest(quick=False, accuracy=0.70), manifest(quick=True, accuracy=0.80)
+    )
+    assert accepted and "replaces the quick one" in reason and "0.7000" in reason and "0.8000" in reason
+
+
+@pytest.mark.parametrize(
+    "candidate, production, why",
+    [
+        (manifest(quick=True), manifest(quick=False), "never replaces"),
+        (manifest(quick=True), manifest(quick=True), "never replaces"),
+        (manifest(quick=False), manifest(quick=False), "retraining pipeline"),
+        (manifest(quick=False, accuracy=math.nan), manifest(quick=True), "not finite"),
+        (manifest(quick=False, parity=False), manifest(quick=True), "parity"),
+        ({"quick": False, "parity": {"passed": True}}, manifest(quick=True), "missing or not finite"),
+    ],
+)
+def test_what_the_gate_refuses(candidate, production, why):
+    accepted, reason = replaces_quick(candidate, production)
+    assert not accepted and why in reason
+
+
+def test_anything_checked_may_fill_an_empty_production():
+    assert replaces_quick(manifest(quick=True), None) == (True, "no production version yet")
+    assert not replaces_quick(manifest(quick=True, parity=False), None)[0]

@@ -11,11 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from registry.store import Registry
 from tests.conftest import PROJECT_ROOT
+from tests.fakes import make_random_version
 from tests.training.synthetic import reviews, write
 from training.data import DataError, fingerprint
 from training.gate import Check, Policy
-from training.pipeline import KILL_AT_ENV, RetrainOptions, main, retrain
+from training.config import preset
+from training.pipeline import KILL_AT_ENV, RetrainOptions, base_config, main, retrain
 from training.pool import Ledger, pending_files, read_drop
 
 pytestmark = pytest.mark.slow
@@ -239,3 +242,12 @@ def test_identical_drop_files_are_read_once(tmp_path):
         pending_files(tmp_path, {}), run_id="r", text_column="text", label_column="label", skip_bad_rows=False
     )
     assert len(batch.rows) == 2 and [e["file"] for e in batch.files.values()] == [str(tmp_path / "a.csv")]
+
+
+def test_a_candidate_starts_from_production_config_unless_production_is_quick(tmp_path):
+    registry = Registry(tmp_path)
+    assert base_config(registry, "sentiment", None) == preset("full")
+    quick = make_random_version(registry, extra_manifest={"quick": True})
+    assert base_config(registry, "sentiment", quick) == preset("full")
+    full = make_random_version(registry, seed=7)  # its manifest's config: {"fake": True, "seed": 7}
+    assert base_config(registry, "sentiment", full) == preset("full").replace(seed=7)
