@@ -26,21 +26,32 @@ from training.data import default_data_dir, load_labelled, train_validation_spli
 
 def main() -> int:
     """Fit and score the baseline; print JSON."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="folder with train.csv.gz")
     args = parser.parse_args()
     config = preset("full")
     data = load_labelled((args.data_dir or default_data_dir()) / config.train_file)
     train, val = train_validation_split(data.labels, config.val_fraction, config.seed)
     started = time.perf_counter()
-    vectorizer = TfidfVectorizer(preprocessor=normalize, ngram_range=(1, 2), min_df=2, max_features=300_000,
-                                 sublinear_tf=True)
+    vectorizer = TfidfVectorizer(
+        preprocessor=normalize, ngram_range=(1, 2), min_df=2, max_features=300_000, sublinear_tf=True
+    )
     x_train = vectorizer.fit_transform([data.texts[i] for i in train])
     model = LogisticRegression(C=4.0, max_iter=2000).fit(x_train, data.labels[train])
     accuracy = model.score(vectorizer.transform([data.texts[i] for i in val]), data.labels[val])
-    print(json.dumps({"baseline": "tfidf-1-2gram+logreg", "train_rows": len(train), "validation_rows": len(val),
-                      "validation_accuracy": round(float(accuracy), 4),
-                      "seconds": round(time.perf_counter() - started, 1)}))
+    print(
+        json.dumps(
+            {
+                "baseline": "tfidf-1-2gram+logreg",
+                "train_rows": len(train),
+                "validation_rows": len(val),
+                "validation_accuracy": round(float(accuracy), 4),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+    )
     return 0
 
 

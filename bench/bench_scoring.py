@@ -81,19 +81,34 @@ def make_fake_model(root: Path, name: str, size: str, texts: list[str]) -> Regis
     from training.onnx_export import build_onnx_model
     from training.weights import random_weights
 
-    dims = {"tiny": dict(vocab=2_000, embed=16, units=8, max_len=64, head=16),
-            "full": dict(vocab=60_000, embed=200, units=96, max_len=400, head=100)}[size]
-    vocab = Vocabulary.build((tokenize(t) for t in texts), max_size=dims["vocab"], min_count=2,
-                             max_len=dims["max_len"], head=dims["head"])
+    dims = {
+        "tiny": dict(vocab=2_000, embed=16, units=8, max_len=64, head=16),
+        "full": dict(vocab=60_000, embed=200, units=96, max_len=400, head=100),
+    }[size]
+    vocab = Vocabulary.build(
+        (tokenize(t) for t in texts),
+        max_size=dims["vocab"],
+        min_count=2,
+        max_len=dims["max_len"],
+        head=dims["head"],
+    )
     weights = random_weights(len(vocab), dims["embed"], dims["units"], bidirectional=True, pooling="meanmax")
     registry = Registry(root)
     with registry.staging_dir(name) as staging:
         vocab.save(staging / TOKENIZER_FILE)
         onnx.save(build_onnx_model(weights), str(staging / ONNX_FILE))
-        write_json_atomic(staging / MANIFEST, {
-            "format": ARTIFACT_FORMAT, "name": name, "created_at": time.time(),
-            "calibration": {"temperature": 1.0}, "metrics": {}, "config": {"fake": size}, "lineage": {},
-        })
+        write_json_atomic(
+            staging / MANIFEST,
+            {
+                "format": ARTIFACT_FORMAT,
+                "name": name,
+                "created_at": time.time(),
+                "calibration": {"temperature": 1.0},
+                "metrics": {},
+                "config": {"fake": size},
+                "lineage": {},
+            },
+        )
         version = registry.commit_version(name, staging)
     registry.promote(name, version)
     return registry
@@ -115,8 +130,10 @@ def ceiling(version_dir: str, ids: list, batch: int, processes: int, threads: in
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(processes), ctx.Queue()
     shares = [ids[k::processes] for k in range(processes)]  # interleaved: equal length mix
-    procs = [ctx.Process(target=_score_share, args=(version_dir, s, batch, threads, barrier, results))
-             for s in shares]
+    procs = [
+        ctx.Process(target=_score_share, args=(version_dir, s, batch, threads, barrier, results))
+        for s in shares
+    ]
     for p in procs:
         p.start()
     spans = [results.get() for _ in procs]
@@ -182,8 +199,18 @@ def project_env() -> dict[str, str]:
 def run_job(source: Path, out: Path, model_args: list[str], extra: list[str]) -> dict:
     """Run ``python -m scoring`` as a subprocess; return its summary plus wall time and peak RSS."""
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "scoring", "--input", str(source), "--output", str(out),
-           "--quiet", *model_args, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scoring",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+        "--quiet",
+        *model_args,
+        *extra,
+    ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=project_env())
     sampler = PeakRss(proc.pid)
@@ -204,7 +231,8 @@ def write_repeated_csv(reviews: pd.DataFrame, rows: int, path: Path) -> None:
         while written < rows:
             part = reviews.iloc[: rows - written]
             part.assign(id=part["id"].astype(str) + f"#{k}")[["id", "text"]].to_csv(
-                fh, index=False, header=written == 0)
+                fh, index=False, header=written == 0
+            )
             written += len(part)
             k += 1
 
@@ -217,7 +245,9 @@ def write_repeated_parquet(reviews: pd.DataFrame, rows: int, path: Path) -> None
         written, k = 0, 0
         while written < rows:
             n = min(len(ids), rows - written)
-            writer.write_table(pa.table([pa.array([f"{i}#{k}" for i in ids[:n]]), pa.array(texts[:n])], schema=schema))
+            writer.write_table(
+                pa.table([pa.array([f"{i}#{k}" for i in ids[:n]]), pa.array(texts[:n])], schema=schema)
+            )
             written += n
             k += 1
 
@@ -234,26 +264,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model registry root")
     parser.add_argument("--model-name", default="sentiment", help="model name in the registry")
     parser.add_argument("--model-version", type=int, default=None, help="version (default: production)")
-    parser.add_argument("--fake-model", choices=["tiny", "full"], default=None,
-                        help="ignore --model-dir: build a random-weight model of this size in --work-dir")
+    parser.add_argument(
+        "--fake-model",
+        choices=["tiny", "full"],
+        default=None,
+        help="ignore --model-dir: build a random-weight model of this size in --work-dir",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDB CSV with id and text columns")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N reviews (default: all)")
     parser.add_argument("--batch-sizes", default="16,32,64,128", help="batch sizes tried for the ceiling")
-    parser.add_argument("--ceiling-sample", type=int, default=5_000,
-                        help="reviews (random sample) per ceiling measurement; 0 = all")
-    parser.add_argument("--workers", type=int, default=cores, help="cores to use: processes / threads / Dask workers")
+    parser.add_argument(
+        "--ceiling-sample",
+        type=int,
+        default=5_000,
+        help="reviews (random sample) per ceiling measurement; 0 = all",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=cores, help="cores to use: processes / threads / Dask workers"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="--batch-size passed to the scoring job")
-    parser.add_argument("--chunk-size", type=int, default=5_000, help="--chunk-size passed to the scoring job")
+    parser.add_argument(
+        "--chunk-size", type=int, default=5_000, help="--chunk-size passed to the scoring job"
+    )
     parser.add_argument("--skip-dask", action="store_true", help="do not run the --engine dask measurement")
-    parser.add_argument("--rows", type=int, default=None,
-                        help="memory mode: score a Parquet file of this many rows made by repeating the reviews; "
-                             "with --scale-out: rows of the CSV (default 100,000)")
-    parser.add_argument("--scale-out", action="store_true",
-                        help="scale-out mode: one CSV, local engine vs Dask with 1 and --workers real worker "
-                             "processes (1 thread each), against the ceiling")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="memory mode: score a Parquet file of this many rows made by repeating the reviews; "
+        "with --scale-out: rows of the CSV (default 100,000)",
+    )
+    parser.add_argument(
+        "--scale-out",
+        action="store_true",
+        help="scale-out mode: one CSV, local engine vs Dask with 1 and --workers real worker "
+        "processes (1 thread each), against the ceiling",
+    )
     parser.add_argument("--partition-size", default="8MiB", help="--partition-size passed to the Dask jobs")
     parser.add_argument("--rss-limit-gb", type=float, default=1.5, help="memory mode: peak RSS budget")
-    parser.add_argument("--work-dir", type=Path, default=None, help="scratch folder (default: a temp dir, removed)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=None, help="scratch folder (default: a temp dir, removed)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return parser.parse_args(argv)
 
@@ -267,17 +318,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         reviews = load_reviews(args.data, args.limit)
         if args.fake_model:
-            registry = make_fake_model(work / "models", args.model_name, args.fake_model, reviews["text"].tolist())
+            registry = make_fake_model(
+                work / "models", args.model_name, args.fake_model, reviews["text"].tolist()
+            )
             model_dir = work / "models"
         else:
             registry, model_dir = Registry(args.model_dir), args.model_dir
         version = args.model_version or registry.production_version(args.model_name)
         version_dir = str(registry.version_dir(args.model_name, version).resolve())
-        model_args = ["--model-dir", str(model_dir), "--model-name", args.model_name, "--model-version", str(version)]
+        model_args = [
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            args.model_name,
+            "--model-version",
+            str(version),
+        ]
         job_args = ["--batch-size", str(args.batch_size), "--chunk-size", str(args.chunk_size)]
         results["model"] = {"name": args.model_name, "version": version, "fake": args.fake_model}
-        print(f"model {args.model_name} v{version} ({args.fake_model or 'registry'}), {len(reviews):,} reviews, "
-              f"{args.workers} cores")
+        print(
+            f"model {args.model_name} v{version} ({args.fake_model or 'registry'}), {len(reviews):,} reviews, "
+            f"{args.workers} cores"
+        )
 
         if args.scale_out:
             return scale_out_mode(args, reviews, work, version_dir, model_args, job_args, results)
@@ -297,21 +359,35 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_dask:
             # Partitions of --partition-size (runs of the 1,000-row row groups): whole partitions go
             # to workers, so many small ones balance the load; the local engine splits every chunk.
-            configs[f"dask LocalCluster {args.workers} workers"] = ["--engine", "dask", "--dask-workers",
-                                                                     str(args.workers), "--partition-size",
-                                                                     args.partition_size]
+            configs[f"dask LocalCluster {args.workers} workers"] = [
+                "--engine",
+                "dask",
+                "--dask-workers",
+                str(args.workers),
+                "--partition-size",
+                args.partition_size,
+            ]
         print(f"\n2. end to end on {len(reviews):,} reviews (python -m scoring, Parquet in and out)")
         print(f"   {'configuration':<32} {'reviews/s':>10} {'wall s':>8} {'peak RSS':>10} {'/ceiling':>9}")
         results["end_to_end"] = {}
         for name, extra in configs.items():
             summary = run_job(source, work / "out", model_args, job_args + extra)  # later flags win
             rate = summary["run"]["rows_per_s"]
-            entry = {"reviews_per_s": rate, "wall_s": summary["wall_s"], "peak_rss_bytes": summary["peak_rss_bytes"],
-                     "ratio": rate / best[0], "rows": summary["rows_read"]}
+            entry = {
+                "reviews_per_s": rate,
+                "wall_s": summary["wall_s"],
+                "peak_rss_bytes": summary["peak_rss_bytes"],
+                "ratio": rate / best[0],
+                "rows": summary["rows_read"],
+            }
             results["end_to_end"][name] = entry
-            print(f"   {name:<32} {rate:>10,.0f} {entry['wall_s']:>8.1f} "
-                  f"{entry['peak_rss_bytes'] / 2**20:>7,.0f} MB {entry['ratio']:>9.2f}")
-        print("   (reviews/s: steady state from the job's summary; wall s includes start-up and model loading)")
+            print(
+                f"   {name:<32} {rate:>10,.0f} {entry['wall_s']:>8.1f} "
+                f"{entry['peak_rss_bytes'] / 2**20:>7,.0f} MB {entry['ratio']:>9.2f}"
+            )
+        print(
+            "   (reviews/s: steady state from the job's summary; wall s includes start-up and model loading)"
+        )
     finally:
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
@@ -320,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure_ceiling(args: argparse.Namespace, version_dir: str, reviews: pd.DataFrame, results: dict) -> tuple:
+def measure_ceiling(
+    args: argparse.Namespace, version_dir: str, reviews: pd.DataFrame, results: dict
+) -> tuple:
     """Measure and print the ceiling table; return the best (reviews/s, layout, batch)."""
     # Pre-tokenised, length-sorted (the Predictor sorts), nothing else running.
     predictor = Predictor.load(version_dir)
@@ -328,8 +406,10 @@ def measure_ceiling(args: argparse.Namespace, version_dir: str, reviews: pd.Data
     sample = sample[: args.ceiling_sample] if args.ceiling_sample else sample
     ids = predictor.encode(sample)
     print(f"\n1. ceiling on {len(ids):,} pre-tokenised reviews (reviews/s)")
-    print(f"   {'batch':>5} {'1 proc x 1 thr':>15} {f'1 proc x {args.workers} thr':>15} "
-          f"{f'{args.workers} proc x 1 thr':>15}")
+    print(
+        f"   {'batch':>5} {'1 proc x 1 thr':>15} {f'1 proc x {args.workers} thr':>15} "
+        f"{f'{args.workers} proc x 1 thr':>15}"
+    )
     table = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         row = {"batch": batch, "single": ceiling(version_dir, ids, batch, 1, 1)}
@@ -337,16 +417,28 @@ def measure_ceiling(args: argparse.Namespace, version_dir: str, reviews: pd.Data
             row["threads"] = ceiling(version_dir, ids, batch, 1, args.workers)
             row["processes"] = ceiling(version_dir, ids, batch, args.workers, 1)
         table.append(row)
-        print(f"   {batch:>5} " + " ".join(f"{row.get(k, float('nan')):>15,.0f}"
-                                           for k in ("single", "threads", "processes")))
+        print(
+            f"   {batch:>5} "
+            + " ".join(f"{row.get(k, float('nan')):>15,.0f}" for k in ("single", "threads", "processes"))
+        )
     best = max(((v, k, r["batch"]) for r in table for k, v in r.items() if k != "batch"))
-    results["ceiling"] = {"table": table, "best": {"reviews_per_s": best[0], "layout": best[1], "batch": best[2]}}
+    results["ceiling"] = {
+        "table": table,
+        "best": {"reviews_per_s": best[0], "layout": best[1], "batch": best[2]},
+    }
     print(f"   ceiling: {best[0]:,.0f} reviews/s ({best[1]}, batch {best[2]})")
     return best
 
 
-def scale_out_mode(args: argparse.Namespace, reviews: pd.DataFrame, work: Path, version_dir: str,
-                   model_args: list[str], job_args: list[str], results: dict) -> int:
+def scale_out_mode(
+    args: argparse.Namespace,
+    reviews: pd.DataFrame,
+    work: Path,
+    version_dir: str,
+    model_args: list[str],
+    job_args: list[str],
+    results: dict,
+) -> int:
     """Score one CSV with the local engine and with Dask on 1 and N real worker processes; print ratios."""
     rows = args.rows or 100_000
     source = work / f"reviews-{rows}.csv"
@@ -361,10 +453,18 @@ def scale_out_mode(args: argparse.Namespace, reviews: pd.DataFrame, work: Path, 
     def report(name: str, summary: dict) -> None:
         """Print and keep one configuration's numbers."""
         rate = summary["run"]["rows_per_s"]
-        entries[name] = {"reviews_per_s": rate, "wall_s": summary["wall_s"], "rows": summary["rows_read"],
-                         "peak_rss_bytes": summary["peak_rss_bytes"], "ratio": rate / best[0]}
-        print(f"   {name:<32} {rate:>10,.0f} {summary['wall_s']:>8.1f} "
-              f"{summary['peak_rss_bytes'] / 2**20:>7,.0f} MB {rate / best[0]:>9.2f}", flush=True)
+        entries[name] = {
+            "reviews_per_s": rate,
+            "wall_s": summary["wall_s"],
+            "rows": summary["rows_read"],
+            "peak_rss_bytes": summary["peak_rss_bytes"],
+            "ratio": rate / best[0],
+        }
+        print(
+            f"   {name:<32} {rate:>10,.0f} {summary['wall_s']:>8.1f} "
+            f"{summary['peak_rss_bytes'] / 2**20:>7,.0f} MB {rate / best[0]:>9.2f}",
+            flush=True,
+        )
 
     local = f"local {args.workers} proc x 1 thr"
     report(local, run_job(source, work / "out", model_args, job_args + ["--workers", str(args.workers)]))
@@ -373,37 +473,65 @@ def scale_out_mode(args: argparse.Namespace, reviews: pd.DataFrame, work: Path, 
         name = f"dask {n} worker{'s' if n > 1 else ''} x 1 thr"
         # Fresh processes per size: no worker starts with the model or the file already warm.
         with dask_processes(n, cwd=work / f"dask-{n}", env=project_env(), threads=1) as address:
-            summary = run_job(source, work / "out", model_args, job_args + [
-                "--engine", "dask", "--scheduler", address, "--partition-size", args.partition_size])
+            summary = run_job(
+                source,
+                work / "out",
+                model_args,
+                job_args
+                + ["--engine", "dask", "--scheduler", address, "--partition-size", args.partition_size],
+            )
         report(name, summary)
         dask_names.append(name)
     print("   (reviews/s: steady state from the job's summary; wall s includes start-up and model loading;")
     print("    peak RSS of the client process tree only: Dask workers are separate processes)")
     one, many = entries[dask_names[0]]["reviews_per_s"], entries[dask_names[-1]]["reviews_per_s"]
     ratios = {"dask_n_over_dask_1": many / one, "dask_n_over_local": many / entries[local]["reviews_per_s"]}
-    print(f"\n3. {dask_names[-1]} / {dask_names[0]}: {ratios['dask_n_over_dask_1']:.2f} (target >= 1.7 with 2)")
+    print(
+        f"\n3. {dask_names[-1]} / {dask_names[0]}: {ratios['dask_n_over_dask_1']:.2f} (target >= 1.7 with 2)"
+    )
     print(f"   {dask_names[-1]} / {local}: {ratios['dask_n_over_local']:.2f} (target >= 0.85)")
-    results["scale_out"] = {"rows": rows, "csv_bytes": source.stat().st_size, "end_to_end": entries,
-                            "ratios": ratios, "partition_size": args.partition_size}
+    results["scale_out"] = {
+        "rows": rows,
+        "csv_bytes": source.stat().st_size,
+        "end_to_end": entries,
+        "ratios": ratios,
+        "partition_size": args.partition_size,
+    }
     return 0
 
 
-def memory_mode(args: argparse.Namespace, reviews: pd.DataFrame, work: Path, model_args: list[str],
-                job_args: list[str], results: dict) -> int:
+def memory_mode(
+    args: argparse.Namespace,
+    reviews: pd.DataFrame,
+    work: Path,
+    model_args: list[str],
+    job_args: list[str],
+    results: dict,
+) -> int:
     """Score a large file built by repeating the reviews; report peak RSS against the budget."""
     source = work / f"repeated-{args.rows}.parquet"
     start = time.perf_counter()
     write_repeated_parquet(reviews, args.rows, source)
-    print(f"built {source.name}: {args.rows:,} rows, {source.stat().st_size / 2**20:,.0f} MB "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(
+        f"built {source.name}: {args.rows:,} rows, {source.stat().st_size / 2**20:,.0f} MB "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     summary = run_job(source, work / "out", model_args, job_args + ["--workers", str(args.workers)])
     peak_gb = summary["peak_rss_bytes"] / 2**30
     ok = summary["rows_read"] == args.rows and peak_gb < args.rss_limit_gb
-    results["memory"] = {"rows": summary["rows_read"], "peak_rss_gb": peak_gb, "limit_gb": args.rss_limit_gb,
-                         "reviews_per_s": summary["run"]["rows_per_s"], "wall_s": summary["wall_s"], "ok": ok}
-    print(f"scored {summary['rows_read']:,} rows at {summary['run']['rows_per_s']:,.0f} reviews/s "
-          f"in {summary['wall_s']:.0f} s; peak RSS (process tree) {peak_gb:.2f} GB "
-          f"(limit {args.rss_limit_gb} GB): {'PASS' if ok else 'FAIL'}")
+    results["memory"] = {
+        "rows": summary["rows_read"],
+        "peak_rss_gb": peak_gb,
+        "limit_gb": args.rss_limit_gb,
+        "reviews_per_s": summary["run"]["rows_per_s"],
+        "wall_s": summary["wall_s"],
+        "ok": ok,
+    }
+    print(
+        f"scored {summary['rows_read']:,} rows at {summary['run']['rows_per_s']:,.0f} reviews/s "
+        f"in {summary['wall_s']:.0f} s; peak RSS (process tree) {peak_gb:.2f} GB "
+        f"(limit {args.rss_limit_gb} GB): {'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

@@ -92,7 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=__doc__.split("\n\n", 1)[1],
     )
     p.add_argument("--model-dir", default="models", help="registry root (default: %(default)s)")
-    p.add_argument("--model-name", default="sentiment", help="model name in the registry (default: %(default)s)")
+    p.add_argument(
+        "--model-name", default="sentiment", help="model name in the registry (default: %(default)s)"
+    )
     p.add_argument(
         "--data",
         type=Path,
@@ -106,15 +108,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.2,
         help="share of texts that are one sentence (3-30 words) instead of a whole review (default: %(default)s)",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)")
-    p.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each level (default: %(default)s)")
+    p.add_argument(
+        "--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)"
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="unmeasured seconds before each level (default: %(default)s)",
+    )
     p.add_argument(
         "--concurrency",
         default="1,8,32,64,128",
         help="concurrent connections, one text per request, comma-separated (default: %(default)s)",
     )
     p.add_argument(
-        "--texts-per-request", type=int, default=16, help="texts per request of the multi-text level (default: %(default)s)"
+        "--texts-per-request",
+        type=int,
+        default=16,
+        help="texts per request of the multi-text level (default: %(default)s)",
     )
     p.add_argument(
         "--multi-concurrency",
@@ -124,10 +136,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--v2", action="store_true", help="also load the /v2 infer endpoint (binary tensors)")
     p.add_argument(
-        "--batch-sizes", default="8,16,32,64", help="batch sizes tried for the sorted ceiling (default: %(default)s)"
+        "--batch-sizes",
+        default="8,16,32,64",
+        help="batch sizes tried for the sorted ceiling (default: %(default)s)",
     )
     p.add_argument(
-        "--ceiling-seconds", type=float, default=4.0, help="seconds per ceiling measurement (default: %(default)s)"
+        "--ceiling-seconds",
+        type=float,
+        default=4.0,
+        help="seconds per ceiling measurement (default: %(default)s)",
     )
     p.add_argument(
         "--workers",
@@ -148,7 +165,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra environment for the server, e.g. SENTIMENT_BATCH_WINDOW_TEXTS=128 (repeatable)",
     )
-    p.add_argument("--client", choices=["auto", "wrk", "python"], default="auto", help="load generator (default: auto)")
+    p.add_argument(
+        "--client", choices=["auto", "wrk", "python"], default="auto", help="load generator (default: auto)"
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of the text sample (default: %(default)s)")
     # Internal: the Python load-generator subprocess.
@@ -181,7 +200,9 @@ def load_texts(path: Path, n: int, short_fraction: float, seed: int) -> list[str
 
 
 # -- (1) in-process ceilings --------------------------------------------------------------------
-def _ceiling_process(version_dir: str, share: list, mode: str, batch: int, seconds: float, barrier, out) -> None:
+def _ceiling_process(
+    version_dir: str, share: list, mode: str, batch: int, seconds: float, barrier, out
+) -> None:
     """Score one share of pre-encoded texts for ``seconds``; put the number of texts scored."""
     import numpy as np
 
@@ -207,13 +228,17 @@ def _ceiling_process(version_dir: str, share: list, mode: str, batch: int, secon
     out.put(done / (time.perf_counter() - started))
 
 
-def measure_ceiling(version_dir: Path, ids: list, processes: int, mode: str, batch: int, seconds: float) -> float:
+def measure_ceiling(
+    version_dir: Path, ids: list, processes: int, mode: str, batch: int, seconds: float
+) -> float:
     """Return texts/s of ``processes`` processes scoring their shares at once (summed)."""
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(processes), ctx.Queue()
     shares = [ids[k::processes] for k in range(processes)]
     procs = [
-        ctx.Process(target=_ceiling_process, args=(str(version_dir), share, mode, batch, seconds, barrier, out))
+        ctx.Process(
+            target=_ceiling_process, args=(str(version_dir), share, mode, batch, seconds, barrier, out)
+        )
         for share in shares
     ]
     for proc in procs:
@@ -366,7 +391,9 @@ def run_wrk(port: int, path: str, manifest: Path, connections: int, seconds: flo
     result["socket_errors"] = sum(int(x) for x in errors.groups()) if errors else 0
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        result[f"p{pct}_ms"] = float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else None
+        result[f"p{pct}_ms"] = (
+            float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)] if m else None
+        )
     return result
 
 
@@ -456,7 +483,9 @@ def run_python_client(port: int, path: str, manifest: Path, connections: int, se
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run_level(server: Server, path: str, manifest: Path, connections: int, per_request: int, args, workdir) -> dict:
+def run_level(
+    server: Server, path: str, manifest: Path, connections: int, per_request: int, args, workdir
+) -> dict:
     """Warm up, then load the server for ``--duration``; add server-side measurements."""
 
     def load(seconds: float) -> dict:
@@ -517,7 +546,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if os.getloadavg()[0] > 0.5 * cores:
         print(f"WARNING: load average {os.getloadavg()[0]:.1f} on {cores} cores: numbers will be noisy")
-    report: dict = {"model_version": int(version_dir.name), "texts": len(texts), "cores": cores, "args": vars(args)}
+    report: dict = {
+        "model_version": int(version_dir.name),
+        "texts": len(texts),
+        "cores": cores,
+        "args": vars(args),
+    }
 
     sorted_rates = {
         b: measure_ceiling(version_dir, ids, args.workers, "sorted", b, args.ceiling_seconds)
@@ -546,13 +580,24 @@ def main(argv: list[str] | None = None) -> int:
         multi = write_bodies(workdir, "multi", predict_bodies(texts, args.texts_per_request))
         with Server(env, args.workers, workdir) as server:
             for c in (int(x) for x in args.concurrency.split(",") if x.strip()):
-                rows.append({"endpoint": "/v1/predict", **run_level(server, "/v1/predict", single, c, 1, args, workdir)})
+                rows.append(
+                    {
+                        "endpoint": "/v1/predict",
+                        **run_level(server, "/v1/predict", single, c, 1, args, workdir),
+                    }
+                )
             if args.multi_concurrency > 0:
                 rows.append(
                     {
                         "endpoint": "/v1/predict",
                         **run_level(
-                            server, "/v1/predict", multi, args.multi_concurrency, args.texts_per_request, args, workdir
+                            server,
+                            "/v1/predict",
+                            multi,
+                            args.multi_concurrency,
+                            args.texts_per_request,
+                            args,
+                            workdir,
                         ),
                     }
                 )
@@ -563,7 +608,9 @@ def main(argv: list[str] | None = None) -> int:
                 bodies = []
                 for t in texts:
                     body, headers = binary_infer_request([t])
-                    bodies.append((body, int(headers["Inference-Header-Content-Length"]), headers["Content-Type"]))
+                    bodies.append(
+                        (body, int(headers["Inference-Header-Content-Length"]), headers["Content-Type"])
+                    )
                 v2 = write_bodies(workdir, "v2", bodies)
                 levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
                 top = 64 if 64 in levels else max(levels)  # the issue compares V2 with v1 at c=64

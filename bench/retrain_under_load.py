@@ -45,30 +45,62 @@ def client_loop(server: GunicornServer, stop: threading.Event, log: list, pause_
     while not stop.wait(pause_s):
         try:
             response = session.post(server.url("/v1/predict"), json={"text": REVIEW}, timeout=10)
-            version = response.json()["predictions"][0]["model_version"] if response.status_code == 200 else None
+            version = (
+                response.json()["predictions"][0]["model_version"] if response.status_code == 200 else None
+            )
             log.append((time.time(), response.status_code, version))
         except (requests.RequestException, ValueError, KeyError) as exc:
             log.append((time.time(), "error", repr(exc)))
 
 
-def run(model_dir: Path, drop: Path, gold: Path, workdir: Path, *, data_dir: Path | None = None,
-        preset: str | None = "tiny", clients: int = 4, poll_interval: float = 0.5, extra_args: list[str] | None = None,
-        name: str = "sentiment") -> dict:
+def run(
+    model_dir: Path,
+    drop: Path,
+    gold: Path,
+    workdir: Path,
+    *,
+    data_dir: Path | None = None,
+    preset: str | None = "tiny",
+    clients: int = 4,
+    poll_interval: float = 0.5,
+    extra_args: list[str] | None = None,
+    name: str = "sentiment",
+) -> dict:
     """Run the experiment and return its summary (see module docstring)."""
     from registry.store import Registry
 
     registry = Registry(model_dir)
     old_version = registry.production_version(name)
-    server = GunicornServer(model_dir, workdir / "server", workers=2, threads=8,
-                            env={"SENTIMENT_POLL_INTERVAL_S": str(poll_interval)}).start(timeout=60)
+    server = GunicornServer(
+        model_dir,
+        workdir / "server",
+        workers=2,
+        threads=8,
+        env={"SENTIMENT_POLL_INTERVAL_S": str(poll_interval)},
+    ).start(timeout=60)
     stop, log = threading.Event(), []
-    threads = [threading.Thread(target=client_loop, args=(server, stop, log), daemon=True) for _ in range(clients)]
+    threads = [
+        threading.Thread(target=client_loop, args=(server, stop, log), daemon=True) for _ in range(clients)
+    ]
     try:
         for t in threads:
             t.start()
         time.sleep(1.0)
-        command = [sys.executable, "-m", "training.pipeline", "--model-dir", str(model_dir), "--model-name", name,
-                   "retrain", "--new-data", str(drop), "--gold", str(gold), *(extra_args or [])]
+        command = [
+            sys.executable,
+            "-m",
+            "training.pipeline",
+            "--model-dir",
+            str(model_dir),
+            "--model-name",
+            name,
+            "retrain",
+            "--new-data",
+            str(drop),
+            "--gold",
+            str(gold),
+            *(extra_args or []),
+        ]
         if data_dir:
             command += ["--data-dir", str(data_dir)]
         if preset:
@@ -108,7 +140,9 @@ def run(model_dir: Path, drop: Path, gold: Path, workdir: Path, *, data_dir: Pat
         "responses_with_old_version": sum(1 for _, _, v in log if v == old_version),
         "responses_with_new_version": sum(1 for _, _, v in log if v == new_version),
         "old_version_served_after_promotion_s": round(max(0.0, last_old - promoted_at), 2),
-        "first_new_version_after_promotion_s": None if first_new is None else round(first_new - promoted_at, 2),
+        "first_new_version_after_promotion_s": None
+        if first_new is None
+        else round(first_new - promoted_at, 2),
         "versions_in_order": _runs([v for _, _, v in sorted(log)]),
         "poll_interval_s": poll_interval,
     }
@@ -119,7 +153,9 @@ def _runs(values: list) -> list:
     return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]
 
 
-def make_demo_data(source: Path, out: Path, gold_rows: int = 500, new_rows: int = 500, seed: int = 3) -> tuple[Path, Path]:
+def make_demo_data(
+    source: Path, out: Path, gold_rows: int = 500, new_rows: int = 500, seed: int = 3
+) -> tuple[Path, Path]:
     """Write a drop folder and a gold file from a labelled file (disjoint from each other)."""
     import pandas as pd
 
@@ -127,23 +163,35 @@ def make_demo_data(source: Path, out: Path, gold_rows: int = 500, new_rows: int 
     out.mkdir(parents=True, exist_ok=True)
     (out / "drop").mkdir(exist_ok=True)
     frame.iloc[:gold_rows][["text", "label"]].to_csv(out / "gold.csv", index=False)
-    frame.iloc[gold_rows:gold_rows + new_rows][["text", "label"]].to_csv(out / "drop" / "new.csv", index=False)
+    frame.iloc[gold_rows : gold_rows + new_rows][["text", "label"]].to_csv(
+        out / "drop" / "new.csv", index=False
+    )
     return out / "drop", out / "gold.csv"
 
 
 def main() -> int:
     """Run the command line."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, required=True,
-                        help="registry root to copy (the original is never modified)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model-dir", type=Path, required=True, help="registry root to copy (the original is never modified)"
+    )
     parser.add_argument("--new-data", type=Path, help="drop folder of new labelled files")
     parser.add_argument("--gold", type=Path, help="frozen gold set, disjoint from all training data")
-    parser.add_argument("--make-data", type=Path, default=None,
-                        help="build --new-data and --gold from this labelled file (demo; the gold rows must "
-                             "not be in the production model's training data, so pass a file it did not see)")
+    parser.add_argument(
+        "--make-data",
+        type=Path,
+        default=None,
+        help="build --new-data and --gold from this labelled file (demo; the gold rows must "
+        "not be in the production model's training data, so pass a file it did not see)",
+    )
     parser.add_argument("--data-dir", type=Path, default=None, help="data dir for the base training file")
-    parser.add_argument("--preset", default="tiny",
-                        help="train the candidate with this preset ('' = production's own configuration)")
+    parser.add_argument(
+        "--preset",
+        default="tiny",
+        help="train the candidate with this preset ('' = production's own configuration)",
+    )
     parser.add_argument("--clients", type=int, default=4, help="client threads sending requests")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="service registry poll interval (s)")
     args, extra = parser.parse_known_args()
@@ -153,8 +201,17 @@ def main() -> int:
         drop, gold = args.new_data, args.gold
         if args.make_data:
             drop, gold = make_demo_data(args.make_data, work / "demo")
-        summary = run(work / "models", drop, gold, work, data_dir=args.data_dir, preset=args.preset or None,
-                      clients=args.clients, poll_interval=args.poll_interval, extra_args=extra)
+        summary = run(
+            work / "models",
+            drop,
+            gold,
+            work,
+            data_dir=args.data_dir,
+            preset=args.preset or None,
+            clients=args.clients,
+            poll_interval=args.poll_interval,
+            extra_args=extra,
+        )
     print(json.dumps(summary, indent=2))
     return 0 if summary["failed"] == 0 else 1
 

@@ -46,12 +46,24 @@ class Image:
 
 
 IMAGES = (
-    Image("api", "docker/Dockerfile.api", "requirements/api.txt",
-          ("embeddings", "inference", "registry", "service")),
-    Image("scorer", "docker/Dockerfile.scorer", "requirements/scoring.txt",
-          ("embeddings", "inference", "registry", "scoring")),
-    Image("trainer", "docker/Dockerfile.trainer", "requirements/train.txt",
-          ("embeddings", "inference", "registry", "training")),
+    Image(
+        "api",
+        "docker/Dockerfile.api",
+        "requirements/api.txt",
+        ("embeddings", "inference", "registry", "service"),
+    ),
+    Image(
+        "scorer",
+        "docker/Dockerfile.scorer",
+        "requirements/scoring.txt",
+        ("embeddings", "inference", "registry", "scoring"),
+    ),
+    Image(
+        "trainer",
+        "docker/Dockerfile.trainer",
+        "requirements/train.txt",
+        ("embeddings", "inference", "registry", "training"),
+    ),
 )
 
 
@@ -156,8 +168,9 @@ def estimate(image: Image, top: int = 3) -> Estimate:
     found = closure(read_requirements(image.requirements))
     sizes = {name: dist_size(dist) for name, dist in found.dists.items()}
     biggest = tuple(sorted(sizes.items(), key=lambda kv: -kv[1])[:top])
-    return Estimate(image, len(sizes), sum(sizes.values()), code_size(image.code), biggest,
-                    tuple(sorted(found.missing)))
+    return Estimate(
+        image, len(sizes), sum(sizes.values()), code_size(image.code), biggest, tuple(sorted(found.missing))
+    )
 
 
 def _mb(n: int) -> str:
@@ -166,15 +179,30 @@ def _mb(n: int) -> str:
 
 def render(estimates: list[Estimate], markdown: bool) -> str:
     """Return the table (plain text or Markdown)."""
-    header = ("image", "requirements", "packages", "installed packages", "project code", "base image",
-              "estimated total", "largest packages")
+    header = (
+        "image",
+        "requirements",
+        "packages",
+        "installed packages",
+        "project code",
+        "base image",
+        "estimated total",
+        "largest packages",
+    )
     rows = []
     for est in estimates:
-        rows.append((
-            est.image.name, est.image.requirements, str(est.packages), _mb(est.package_bytes),
-            f"{est.code_bytes / MB:.1f} MB", f"~{BASE_IMAGE_MB:.0f} MB", "~" + _mb(est.total_bytes),
-            ", ".join(f"{name} {_mb(size)}" for name, size in est.biggest),
-        ))
+        rows.append(
+            (
+                est.image.name,
+                est.image.requirements,
+                str(est.packages),
+                _mb(est.package_bytes),
+                f"{est.code_bytes / MB:.1f} MB",
+                f"~{BASE_IMAGE_MB:.0f} MB",
+                "~" + _mb(est.total_bytes),
+                ", ".join(f"{name} {_mb(size)}" for name, size in est.biggest),
+            )
+        )
     lines = []
     if markdown:
         lines.append("| " + " | ".join(header) + " |")
@@ -185,9 +213,11 @@ def render(estimates: list[Estimate], markdown: bool) -> str:
         for row in [header, *rows]:
             lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     lines.append("")
-    lines.append(f"Estimate, not a measurement: base image {BASE_IMAGE} assumed ~{BASE_IMAGE_MB:.0f} MB "
-                 f"uncompressed; package sizes are the files installed in {sys.prefix} "
-                 f"(Python {sys.version.split()[0]}, {sys.platform}), MB = 10^6 bytes.")
+    lines.append(
+        f"Estimate, not a measurement: base image {BASE_IMAGE} assumed ~{BASE_IMAGE_MB:.0f} MB "
+        f"uncompressed; package sizes are the files installed in {sys.prefix} "
+        f"(Python {sys.version.split()[0]}, {sys.platform}), MB = 10^6 bytes."
+    )
     for est in estimates:
         if est.missing:
             lines.append(f"Not installed here, not counted ({est.image.name}): {', '.join(est.missing)}")

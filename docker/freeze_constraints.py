@@ -50,7 +50,9 @@ def render() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=PROJECT_ROOT / "requirements" / "constraints.txt")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs instead of writing it")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if the file differs instead of writing it"
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:

@@ -76,8 +76,12 @@ class Vocabulary:
             counts.update(tokens)
         # Sort by (-count, token) so equal counts never depend on insertion order.
         kept = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
-        return cls([PAD_TOKEN, OOV_TOKEN] + kept[: max(0, max_size - 2)], max_len=max_len, head=head,
-                   tokenizer=tokenizer)
+        return cls(
+            [PAD_TOKEN, OOV_TOKEN] + kept[: max(0, max_size - 2)],
+            max_len=max_len,
+            head=head,
+            tokenizer=tokenizer,
+        )
 
     def ids_for_tokens(self, tokens: Sequence[str]) -> list[int]:
         """Map tokens to ids (OOV for unknown) and apply the head+tail truncation.
@@ -133,7 +137,9 @@ class Vocabulary:
             tokenizer = for_config(doc.get("tokenizer"))
         except UnknownTokenizer as exc:
             raise UnknownTokenizer(f"{path}: {exc}") from None
-        return cls(list(doc["tokens"]), max_len=int(doc["max_len"]), head=int(doc["head"]), tokenizer=tokenizer)
+        return cls(
+            list(doc["tokens"]), max_len=int(doc["max_len"]), head=int(doc["head"]), tokenizer=tokenizer
+        )
 
 
 def pad_batch(sequences: Sequence[np.ndarray], length: int | None = None) -> np.ndarray:

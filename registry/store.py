@@ -180,7 +180,9 @@ class Registry:
         fsync_dir(d)
         return version
 
-    def clean_leftovers(self, name: str, *, wait: bool = True, min_age_s: float = LEFTOVER_MIN_AGE_S) -> list[str]:
+    def clean_leftovers(
+        self, name: str, *, wait: bool = True, min_age_s: float = LEFTOVER_MIN_AGE_S
+    ) -> list[str]:
         """Delete what killed writers left in the model's directory; return the names removed.
 
         Under the writer lock (skipped, returning [], when ``wait`` is False and another process

@@ -39,25 +39,52 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     io = parser.add_argument_group("input and output")
-    io.add_argument("--input", required=True,
-                    help="CSV (.csv, .csv.gz), Parquet or JSON Lines file, or a folder of such files (read in name "
-                         "order); a local path (relative to this directory) or a URL such as s3://bucket/key")
-    io.add_argument("--output", required=True,
-                    help="output folder: part-NNNNN files, _manifest.json, _summary.json; local path or s3:// URL")
+    io.add_argument(
+        "--input",
+        required=True,
+        help="CSV (.csv, .csv.gz), Parquet or JSON Lines file, or a folder of such files (read in name "
+        "order); a local path (relative to this directory) or a URL such as s3://bucket/key",
+    )
+    io.add_argument(
+        "--output",
+        required=True,
+        help="output folder: part-NNNNN files, _manifest.json, _summary.json; local path or s3:// URL",
+    )
     io.add_argument("--text-column", default="text", help="input column holding the text to score")
-    io.add_argument("--id-column", default="id", help="input column identifying each row; copied to the output")
-    io.add_argument("--input-format", default="auto", choices=INPUT_FORMATS,
-                    help="input format; 'auto' reads it from the file extensions")
-    io.add_argument("--format", dest="output_format", default="parquet", choices=OUTPUT_FORMATS,
-                    help="format of the output part files")
-    io.add_argument("--keep-columns", action="store_true",
-                    help="copy every input column to the output, not only the id "
-                         "(a column named like a result column, e.g. probability or label, becomes input_<name>)")
-    io.add_argument("--max-chars", type=int, default=100_000,
-                    help="longer texts are not scored and get error 'text_too_long'")
-    io.add_argument("--overwrite", action="store_true",
-                    help="replace the output of a different job in --output instead of refusing "
-                         "(deletes only the scorer's own files)")
+    io.add_argument(
+        "--id-column", default="id", help="input column identifying each row; copied to the output"
+    )
+    io.add_argument(
+        "--input-format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="input format; 'auto' reads it from the file extensions",
+    )
+    io.add_argument(
+        "--format",
+        dest="output_format",
+        default="parquet",
+        choices=OUTPUT_FORMATS,
+        help="format of the output part files",
+    )
+    io.add_argument(
+        "--keep-columns",
+        action="store_true",
+        help="copy every input column to the output, not only the id "
+        "(a column named like a result column, e.g. probability or label, becomes input_<name>)",
+    )
+    io.add_argument(
+        "--max-chars",
+        type=int,
+        default=100_000,
+        help="longer texts are not scored and get error 'text_too_long'",
+    )
+    io.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the output of a different job in --output instead of refusing "
+        "(deletes only the scorer's own files)",
+    )
     add_registry_arguments(
         parser,
         version_help="version to score with: a number, or 'production' (the version "
@@ -65,23 +92,52 @@ def build_parser() -> argparse.ArgumentParser:
         root_type=str,  # a local folder or a URL such as s3://bucket/models (Path would mangle it)
     )
     run = parser.add_argument_group("execution")
-    run.add_argument("--chunk-size", type=int, default=5_000,
-                     help="rows read, scored and written per part; bounds memory and the work lost to a crash")
-    run.add_argument("--batch-size", type=int, default=32,
-                     help="max texts per model call (texts of similar length are batched together)")
-    run.add_argument("--workers", type=int, default=cores,
-                     help="local engine: scoring processes, each loads the model once (1 = score in this process)")
-    run.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads per scoring process")
-    run.add_argument("--engine", default="local", choices=ENGINES,
-                     help="'local' (this machine) or 'dask' (a Dask cluster; see --scheduler)")
-    run.add_argument("--scheduler", default=None,
-                     help="Dask scheduler address, e.g. tcp://host:8786 (default: start a LocalCluster)")
-    run.add_argument("--dask-workers", type=int, default=cores,
-                     help="LocalCluster size when --engine dask has no --scheduler (one process each)")
-    run.add_argument("--partition-size", type=byte_size, default="8MiB",
-                     help="--engine dask: input bytes per task (one task writes one part); CSV and JSON Lines "
-                          "files are cut into byte ranges of this size at record ends, Parquet files into runs "
-                          "of row groups; compressed files are read here and sent in --chunk-size row chunks")
+    run.add_argument(
+        "--chunk-size",
+        type=int,
+        default=5_000,
+        help="rows read, scored and written per part; bounds memory and the work lost to a crash",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="max texts per model call (texts of similar length are batched together)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=cores,
+        help="local engine: scoring processes, each loads the model once (1 = score in this process)",
+    )
+    run.add_argument(
+        "--threads", type=int, default=1, help="ONNX Runtime intra-op threads per scoring process"
+    )
+    run.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINES,
+        help="'local' (this machine) or 'dask' (a Dask cluster; see --scheduler)",
+    )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        help="Dask scheduler address, e.g. tcp://host:8786 (default: start a LocalCluster)",
+    )
+    run.add_argument(
+        "--dask-workers",
+        type=int,
+        default=cores,
+        help="LocalCluster size when --engine dask has no --scheduler (one process each)",
+    )
+    run.add_argument(
+        "--partition-size",
+        type=byte_size,
+        default="8MiB",
+        help="--engine dask: input bytes per task (one task writes one part); CSV and JSON Lines "
+        "files are cut into byte ranges of this size at record ends, Parquet files into runs "
+        "of row groups; compressed files are read here and sent in --chunk-size row chunks",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar and only warnings/errors (cron)")
     return parser
 

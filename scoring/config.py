@@ -29,8 +29,19 @@ class JobFailed(Exception):
     """A part failed while the job ran; the message is one line, and the parts written are kept."""
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-               "g": 10**9, "gb": 10**9, "gib": 2**30}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+}
 
 
 def byte_size(text: str) -> int:
@@ -89,7 +100,15 @@ class JobConfig:
             raise ScoringError(f"--format must be one of {OUTPUT_FORMATS}, not {self.output_format!r}")
         if self.engine not in ENGINES:
             raise ScoringError(f"--engine must be one of {ENGINES}, not {self.engine!r}")
-        for name in ("chunk_size", "batch_size", "workers", "threads", "dask_workers", "max_chars", "partition_size"):
+        for name in (
+            "chunk_size",
+            "batch_size",
+            "workers",
+            "threads",
+            "dask_workers",
+            "max_chars",
+            "partition_size",
+        ):
             if getattr(self, name) < 1:
                 raise ScoringError(f"--{name.replace('_', '-')} must be at least 1")
         if self.id_column == self.text_column:
@@ -103,5 +122,8 @@ class JobConfig:
 
     def resolved(self) -> "JobConfig":
         """Return a copy whose local paths are absolute: a worker's working directory is not ours."""
-        return self.replace(input=storage.absolute(self.input), output=storage.absolute(self.output),
-                            model_dir=storage.absolute(self.model_dir))
+        return self.replace(
+            input=storage.absolute(self.input),
+            output=storage.absolute(self.output),
+            model_dir=storage.absolute(self.model_dir),
+        )

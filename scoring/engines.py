@@ -151,7 +151,9 @@ class LocalEngine:
             self.ready_at = time.perf_counter()
             window: deque[tuple[Chunk, list[Future]]] = deque()
             for chunk in chunks:
-                window.append((chunk, [pool.submit(score_chunk, piece, self.spec) for piece in self._split(chunk)]))
+                window.append(
+                    (chunk, [pool.submit(score_chunk, piece, self.spec) for piece in self._split(chunk)])
+                )
                 while len(window) > CHUNKS_AHEAD:
                     self._finish(*window.popleft(), on_part)
             while window:
@@ -190,12 +192,15 @@ def _check_worker(paths: list[str], spec: ScoreSpec) -> None:
 def _check_output(manifest_path: str) -> None:
     """Fail unless this Dask worker sees the output folder the client created (same storage)."""
     if not storage.exists(manifest_path):
-        raise FileNotFoundError(f"{manifest_path} is not visible on this worker: every worker must see the "
-                                "client's output folder (shared storage at the same path, or an s3:// URL)")
+        raise FileNotFoundError(
+            f"{manifest_path} is not visible on this worker: every worker must see the "
+            "client's output folder (shared storage at the same path, or an s3:// URL)"
+        )
 
 
-def score_part(index: int, item: Piece | pd.DataFrame, columns: list[str], spec: ScoreSpec,
-               writer: PartWriter) -> dict:
+def score_part(
+    index: int, item: Piece | pd.DataFrame, columns: list[str], spec: ScoreSpec, writer: PartWriter
+) -> dict:
     """Read, score and write one partition as part ``index`` (a Dask task); return its record."""
     try:
         record = writer.write(index, score_chunk(read_piece(item, columns), spec))
@@ -264,12 +269,15 @@ class DaskEngine:
             self.client.wait_for_workers(1, timeout=WORKERS_TIMEOUT)
         except TimeoutError:
             self.__exit__()
-            raise ScoringError(f"the Dask scheduler {self.scheduler} has no workers "
-                               f"(none connected within {WORKERS_TIMEOUT:.0f} s)") from None
+            raise ScoringError(
+                f"the Dask scheduler {self.scheduler} has no workers "
+                f"(none connected within {WORKERS_TIMEOUT:.0f} s)"
+            ) from None
         # Every worker must see the input and load the model (shared storage, same packages);
         # finding out now, before the output folder is touched, is the cheap moment.
         problem = _worker_errors(
-            self.client.run(_check_worker, list(self.source.files), self.spec, on_error="return"))
+            self.client.run(_check_worker, list(self.source.files), self.spec, on_error="return")
+        )
         if problem:
             self.__exit__()
             raise ScoringError(f"a Dask worker cannot run this job: {problem}")
@@ -293,8 +301,9 @@ class DaskEngine:
 
         client = self.client
         assert client is not None, "use the engine as a context manager"
-        problem = _worker_errors(client.run(_check_output, storage.join(self.writer.directory, MANIFEST_FILE),
-                                            on_error="return"))
+        problem = _worker_errors(
+            client.run(_check_output, storage.join(self.writer.directory, MANIFEST_FILE), on_error="return")
+        )
         if problem:
             raise ScoringError(f"a Dask worker cannot write this job's output: {problem}")
         self.ready_at = time.perf_counter()
@@ -310,8 +319,16 @@ class DaskEngine:
             for index, item in todo:
                 # A frame read here goes straight to a worker, not through the scheduler.
                 payload = client.scatter(item) if isinstance(item, pd.DataFrame) else item
-                future = client.submit(score_part, index, payload, self.columns, self.spec, self.writer,
-                                       key=f"score-part-{run_id}-{index:05d}", retries=0)
+                future = client.submit(
+                    score_part,
+                    index,
+                    payload,
+                    self.columns,
+                    self.spec,
+                    self.writer,
+                    key=f"score-part-{run_id}-{index:05d}",
+                    retries=0,
+                )
                 in_flight[future] = (index, item)
                 finished.add(future)
                 return
@@ -349,8 +366,16 @@ def make_engine(
     """Build the engine the config asks for."""
     if config.engine == "dask":
         return DaskEngine(
-            source, spec, writer, columns=columns, chunk_size=config.chunk_size,
-            partition_size=config.partition_size, scheduler=config.scheduler, workers=config.dask_workers,
+            source,
+            spec,
+            writer,
+            columns=columns,
+            chunk_size=config.chunk_size,
+            partition_size=config.partition_size,
+            scheduler=config.scheduler,
+            workers=config.dask_workers,
             processes=config.dask_processes,
         )
-    return LocalEngine(source, spec, writer, columns=columns, chunk_size=config.chunk_size, workers=config.workers)
+    return LocalEngine(
+        source, spec, writer, columns=columns, chunk_size=config.chunk_size, workers=config.workers
+    )

@@ -69,8 +69,9 @@ def describe_job(
     }
 
 
-def score_remaining(engine: LocalEngine | DaskEngine, manifest: Manifest, *, total_rows: int | None,
-                    quiet: bool, label: str) -> float:
+def score_remaining(
+    engine: LocalEngine | DaskEngine, manifest: Manifest, *, total_rows: int | None, quiet: bool, label: str
+) -> float:
     """Score the parts the manifest lacks, recording each as it lands; return the seconds it took.
 
     The seconds run from the moment workers are ready to the last recorded part, so that start-up
@@ -82,8 +83,15 @@ def score_remaining(engine: LocalEngine | DaskEngine, manifest: Manifest, *, tot
     if manifest.done:
         log.info("resuming: %d part(s), %d rows already done", len(manifest.done), manifest.rows_done())
     last_part_at = None
-    with tqdm(total=total_rows, initial=manifest.rows_done(), unit="rows", unit_scale=True, desc=label,
-              disable=quiet, smoothing=0.1) as bar:
+    with tqdm(
+        total=total_rows,
+        initial=manifest.rows_done(),
+        unit="rows",
+        unit_scale=True,
+        desc=label,
+        disable=quiet,
+        smoothing=0.1,
+    ) as bar:
 
         def on_part(record: dict) -> None:
             """Record a written part (the resume point) and advance the bar."""
@@ -95,8 +103,10 @@ def score_remaining(engine: LocalEngine | DaskEngine, manifest: Manifest, *, tot
         try:
             engine.run(set(manifest.done), on_part)
         except JobFailed as exc:
-            raise JobFailed(f"{exc}; the {len(manifest.done)} part(s) done are kept in {manifest.directory}: "
-                            "fix the cause and rerun the same command to resume") from None
+            raise JobFailed(
+                f"{exc}; the {len(manifest.done)} part(s) done are kept in {manifest.directory}: "
+                "fix the cause and rerun the same command to resume"
+            ) from None
     manifest.finish()
     if engine.ready_at is None or last_part_at is None:
         return 0.0
@@ -112,27 +122,38 @@ def run_job(config: JobConfig) -> dict:
     source = open_input(config.input, config.input_format)
     source.require([config.id_column, config.text_column])
     if storage.is_dir(source.root) and f"{config.output}/".startswith(f"{source.root}/"):
-        raise ScoringError(f"--output {config.output} is inside the input folder {source.root}: "
-                           "its parts would be read as input on the next run")
+        raise ScoringError(
+            f"--output {config.output} is inside the input folder {source.root}: "
+            "its parts would be read as input on the next run"
+        )
     # 2. Model: resolve the version and load it once here, so a broken model fails now.
     version_dir, version = resolve_model(config.model_dir, config.model_name, config.model_version)
     spec = build_spec(config, source, version_dir, version)
     try:
         get_predictor(spec).warm_up()
     except Exception as exc:  # noqa: BLE001 - whatever breaks loading, the job must not start
-        raise ScoringError(f"cannot use model {config.model_name} v{version} at {version_dir}: {exc}") from exc
+        raise ScoringError(
+            f"cannot use model {config.model_name} v{version} at {version_dir}: {exc}"
+        ) from exc
     # 3. Job identity and engine (a Dask cluster is reached here, still before writing).
     schema = output_schema(source.schema, spec)
     writer = PartWriter(config.output, config.output_format, schema)
     read_columns = list(spec.carry) + ([config.text_column] if config.text_column not in spec.carry else [])
     with make_engine(config, source, spec, writer, read_columns) as engine:
-        job = describe_job(config, source, spec, [[f.name, str(f.type)] for f in schema], engine.partitioning())
+        job = describe_job(
+            config, source, spec, [[f.name, str(f.type)] for f in schema], engine.partitioning()
+        )
         # 4. Claim the output folder: the first write of the run.
         manifest = prepare_output(config.output, job, overwrite=config.overwrite)
         resumed_rows = manifest.rows_done()
         # 5. Score what is left.
-        scoring_seconds = score_remaining(engine, manifest, total_rows=source.total_rows, quiet=config.quiet,
-                                          label=f"scoring {config.model_name} v{version}")
+        scoring_seconds = score_remaining(
+            engine,
+            manifest,
+            total_rows=source.total_rows,
+            quiet=config.quiet,
+            label=f"scoring {config.model_name} v{version}",
+        )
     # 6. Summary over every part (this run's and earlier runs'), plus this run's speed.
     summary = manifest.summary()
     rows_this_run = summary["rows_read"] - resumed_rows
@@ -149,7 +170,12 @@ def run_job(config: JobConfig) -> dict:
     write_summary(config.output, summary)
     log.info(
         "scored %s: %d rows read, %d scored, %d errored %s, labels %s (%s rows/s)",
-        config.input, summary["rows_read"], summary["rows_scored"], summary["rows_errored"],
-        summary["errors"], summary["labels"], summary["run"]["rows_per_s"],
+        config.input,
+        summary["rows_read"],
+        summary["rows_scored"],
+        summary["rows_errored"],
+        summary["errors"],
+        summary["labels"],
+        summary["run"]["rows_per_s"],
     )
     return summary

@@ -81,7 +81,11 @@ class Piece:
     def describe(self) -> str:
         """Return where the piece lies, for error messages."""
         if self.row_groups is not None:
-            return f"{self.path} row groups {self.row_groups[0]}-{self.row_groups[-1]}" if self.row_groups else self.path
+            return (
+                f"{self.path} row groups {self.row_groups[0]}-{self.row_groups[-1]}"
+                if self.row_groups
+                else self.path
+            )
         if self.byte_range is not None:
             return f"{self.path} bytes {self.byte_range[0]}-{self.byte_range[1]}"
         return self.path
@@ -178,7 +182,9 @@ def _file_schema(path: str, fmt: str) -> tuple[pa.Schema, int | None]:
     try:
         if fmt == "parquet":
             with _parquet_file(path) as pf:
-                schema = pa.schema([f for f in pf.schema_arrow if not f.name.startswith(_PANDAS_INDEX_PREFIX)])
+                schema = pa.schema(
+                    [f for f in pf.schema_arrow if not f.name.startswith(_PANDAS_INDEX_PREFIX)]
+                )
                 return schema, pf.metadata.num_rows
         if fmt == "csv":
             header = _read_csv(path, _csv_separator(path), nrows=0)
@@ -304,10 +310,16 @@ def open_input(path: str | Path, input_format: str = "auto") -> InputSource:
                         f"column {field.name!r} is {seen.type} in {files[0]} but {field.type} in {path_}"
                     )
     total = None if any(c is None for c in counts) else int(sum(counts))
-    source = InputSource(root, tuple(files), fmt, pa.schema(list(fields.values())), tuple(file_columns), total)
+    source = InputSource(
+        root, tuple(files), fmt, pa.schema(list(fields.values())), tuple(file_columns), total
+    )
     log.info(
         "input %s: %d %s file(s), %s rows, columns %s",
-        root, len(files), fmt, "unknown" if total is None else f"{total:,}", source.columns,
+        root,
+        len(files),
+        fmt,
+        "unknown" if total is None else f"{total:,}",
+        source.columns,
     )
     return source
 
@@ -337,8 +349,11 @@ def _parquet_pieces(path: str, columns: list[str], partition_size: int) -> Itera
     for g in range(meta.num_row_groups):
         row_group = meta.row_group(g)
         group.append(g)
-        size += sum(row_group.column(i).total_uncompressed_size for i in range(row_group.num_columns)
-                    if row_group.column(i).path_in_schema in wanted)
+        size += sum(
+            row_group.column(i).total_uncompressed_size
+            for i in range(row_group.num_columns)
+            if row_group.column(i).path_in_schema in wanted
+        )
         if size >= partition_size:
             yield Piece(path, "parquet", row_groups=tuple(group))
             group, size = [], 0
@@ -359,8 +374,12 @@ def _csv_pieces(path: str, partition_size: int) -> Iterator[Piece]:
                     yield Piece(path, "csv", byte_range=(start, end), header_bytes=header)
                     start = end
         except csv.Error as exc:  # e.g. a bare carriage return in a quoted record: stop cutting here
-            log.warning("%s: cannot find CSV record ends after byte %d (%s): the rest is one partition",
-                        path, start, exc)
+            log.warning(
+                "%s: cannot find CSV record ends after byte %d (%s): the rest is one partition",
+                path,
+                start,
+                exc,
+            )
         yield Piece(path, "csv", byte_range=(start, size), header_bytes=header)
 
 

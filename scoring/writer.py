@@ -167,8 +167,14 @@ class Manifest:
         now = time.time()
         manifest = cls(
             directory,
-            {"format": MANIFEST_FORMAT, "job": job, "parts": [], "complete": False,
-             "created_at": now, "updated_at": now},
+            {
+                "format": MANIFEST_FORMAT,
+                "job": job,
+                "parts": [],
+                "complete": False,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         manifest.save()
         return manifest

@@ -100,8 +100,11 @@ def _discard_body(budget: int) -> None:
 def limits() -> Limits:
     """Return the per-request limits from the settings."""
     s = dataplane().settings
-    return Limits(max_texts=s.max_texts_per_request, max_text_chars=s.max_text_chars,
-                  max_nfkc_rewritten_chars=s.max_nfkc_rewritten_chars)
+    return Limits(
+        max_texts=s.max_texts_per_request,
+        max_text_chars=s.max_text_chars,
+        max_nfkc_rewritten_chars=s.max_nfkc_rewritten_chars,
+    )
 
 
 def _score(parse: Callable[[Any, Limits], list[str]]) -> list[Prediction]:

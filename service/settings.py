@@ -42,9 +42,7 @@ class Settings:
         default="onnx",
         metadata=_doc("Inference runtime: `onnx` (no TensorFlow in the process) or `savedmodel`."),
     )
-    max_batch_size: int = field(
-        default=64, metadata=_doc("Most texts in one model call.", minimum=1)
-    )
+    max_batch_size: int = field(default=64, metadata=_doc("Most texts in one model call.", minimum=1))
     max_batch_tokens: int = field(
         default=32768,
         metadata=_doc(

@@ -41,8 +41,9 @@ def make_random_version(
     extra_manifest: dict | None = None,
 ) -> int:
     """Publish a random-weight version of ``name`` and optionally promote it; return its number."""
-    vocab = Vocabulary.build([tokenizer.tokenize(" ".join(WORDS))], min_count=1, max_len=64, head=16,
-                             tokenizer=tokenizer)
+    vocab = Vocabulary.build(
+        [tokenizer.tokenize(" ".join(WORDS))], min_count=1, max_len=64, head=16, tokenizer=tokenizer
+    )
     weights = random_weights(len(vocab), 8, 6, bidirectional=True, pooling="meanmax", seed=seed)
     with registry.staging_dir(name) as staging:
         vocab.save(staging / TOKENIZER_FILE)

@@ -24,20 +24,46 @@ def test_retrain_under_load_switches_version_with_zero_failed_requests(trained_r
     shutil.copytree(trained_registry.root, tmp_path / "models")
     full = load_labelled(DATA_DIR / "train.csv.gz")
     keys = pd.Series([text_key(t) for t in full.texts])
-    trained_on = set(keys[np.union1d(stratified_sample(full.labels, 2000, preset("small").seed),
-                                     stratified_sample(full.labels, 400, preset("tiny").seed))])
+    trained_on = set(
+        keys[
+            np.union1d(
+                stratified_sample(full.labels, 2000, preset("small").seed),
+                stratified_sample(full.labels, 400, preset("tiny").seed),
+            )
+        ]
+    )
     fair = np.flatnonzero((~keys.duplicated(keep=False) & ~keys.isin(trained_on)).to_numpy())
     rows = np.random.default_rng(11).choice(fair, 500, replace=False)
     gold = tmp_path / "gold.csv"
-    pd.DataFrame({"text": [full.texts[i] for i in rows[:300]], "label": full.labels[rows[:300]]}).to_csv(gold, index=False)
+    pd.DataFrame({"text": [full.texts[i] for i in rows[:300]], "label": full.labels[rows[:300]]}).to_csv(
+        gold, index=False
+    )
     drop = tmp_path / "drop"
     drop.mkdir()
     pd.DataFrame({"text": [full.texts[i] for i in rows[300:]], "label": full.labels[rows[300:]]}).to_csv(
-        drop / "extra.csv", index=False)
+        drop / "extra.csv", index=False
+    )
 
-    summary = run(tmp_path / "models", drop, gold, tmp_path, data_dir=DATA_DIR, preset="tiny", clients=3,
-                  poll_interval=0.5, extra_args=["--accuracy-tolerance", "1", "--log-loss-tolerance", "1",
-                              "--ece-tolerance", "1", "--floor-margin", "1"])
+    summary = run(
+        tmp_path / "models",
+        drop,
+        gold,
+        tmp_path,
+        data_dir=DATA_DIR,
+        preset="tiny",
+        clients=3,
+        poll_interval=0.5,
+        extra_args=[
+            "--accuracy-tolerance",
+            "1",
+            "--log-loss-tolerance",
+            "1",
+            "--ece-tolerance",
+            "1",
+            "--floor-margin",
+            "1",
+        ],
+    )
 
     print(json.dumps(summary, indent=2))  # shown with `pytest -s`: the numbers the README reports
     assert summary["failed"] == 0, summary["failures"]

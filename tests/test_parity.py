@@ -40,8 +40,19 @@ def test_predictor_service_savedmodel_and_batch_scorer_agree(trained_registry, t
     np.testing.assert_allclose(service_scores(trained_registry, "savedmodel", texts), reference, atol=1e-5)
 
     pd.DataFrame({"id": range(len(texts)), "review": texts}).to_csv(tmp_path / "in.csv", index=False)
-    code = scoring_main(["--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out"),
-                         "--text-column", "review", "--model-dir", str(trained_registry.root), "--quiet"])
+    code = scoring_main(
+        [
+            "--input",
+            str(tmp_path / "in.csv"),
+            "--output",
+            str(tmp_path / "out"),
+            "--text-column",
+            "review",
+            "--model-dir",
+            str(trained_registry.root),
+            "--quiet",
+        ]
+    )
     assert code == 0
     scored = pd.read_parquet(tmp_path / "out")
     scored = scored.iloc[np.argsort(scored["id"].astype(int).to_numpy())]  # CSV ids are read as text

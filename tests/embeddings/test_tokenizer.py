@@ -27,14 +27,30 @@ V1, V2 = TOKENIZERS[1], TOKENIZERS[2]
 
 def test_imdb_markup_negation_and_punctuation():
     text = "This movie<br /><br />wasn't GOOD at all!! Why?  10/10… don’t"
-    assert tokenize(text) == ["this", "movie", "wasn't", "good", "at", "all", "!", "!", "why", "?", "10", "10",
-                              "don't"]
+    assert tokenize(text) == [
+        "this",
+        "movie",
+        "wasn't",
+        "good",
+        "at",
+        "all",
+        "!",
+        "!",
+        "why",
+        "?",
+        "10",
+        "10",
+        "don't",
+    ]
 
 
 def test_html_tags_are_removed_but_words_around_them_kept():
     assert tokenize("<i>great</i> acting<br/>bad plot") == ["great", "acting", "bad", "plot"]
     assert tokenize('<A HREF="http://x.org/a?b=1">link</A> <BR />ok <p class=x>fine</p>') == [
-        "link", "ok", "fine"]
+        "link",
+        "ok",
+        "fine",
+    ]
 
 
 def test_unicode_is_normalised_and_lowercased():
@@ -72,7 +88,9 @@ def _no_long_mark_run(text: str) -> bool:
     return True
 
 
-MARKUP = st.sampled_from(["<", ">", "<br />", "</b>", "<3", "> 9", "<a b='c'>", "＜", "＞", "<" * 3, " ", "x"])
+MARKUP = st.sampled_from(
+    ["<", ">", "<br />", "</b>", "<3", "> 9", "<a b='c'>", "＜", "＞", "<" * 3, " ", "x"]
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -93,7 +111,10 @@ def test_new_vocabularies_record_the_current_version_and_old_ones_keep_theirs(tm
     new = Vocabulary.build([tokenize(HEART)], min_count=1)
     new.save(tmp_path / "new.json")
     assert TOKENIZER_VERSION == 2
-    assert json.loads((tmp_path / "new.json").read_text())["tokenizer"] == {"name": "sentiment-regex", "version": 2}
+    assert json.loads((tmp_path / "new.json").read_text())["tokenizer"] == {
+        "name": "sentiment-regex",
+        "version": 2,
+    }
     old = Vocabulary.build([V1.tokenize(HEART)], min_count=1, tokenizer=V1)
     old.save(tmp_path / "old.json")
     assert json.loads((tmp_path / "old.json").read_text())["tokenizer"]["version"] == 1
@@ -102,9 +123,17 @@ def test_new_vocabularies_record_the_current_version_and_old_ones_keep_theirs(tm
     assert Vocabulary.load(tmp_path / "new.json").encode(HEART).tolist() == new.encode(HEART).tolist()
 
 
-@pytest.mark.parametrize("config", [{"name": "sentiment-regex", "version": 3}, {"name": "sentiment-regex"},
-                                    {"name": "sentiment-regex", "version": True}, {"name": "bpe", "version": 1},
-                                    None, "sentiment-regex"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "sentiment-regex", "version": 3},
+        {"name": "sentiment-regex"},
+        {"name": "sentiment-regex", "version": True},
+        {"name": "bpe", "version": 1},
+        None,
+        "sentiment-regex",
+    ],
+)
 def test_unknown_tokenizers_are_refused_clearly(config):
     with pytest.raises(UnknownTokenizer, match="sentiment-regex"):
         for_config(config)
@@ -113,21 +142,53 @@ def test_unknown_tokenizers_are_refused_clearly(config):
 
 # -- the bounded tokenisation equals the whole -----------------------------------------------------------
 NASTY = st.sampled_from(
-    list("aAΣσ :.'`’!?<>/_-,\n1２اİ") + ["<br />", "<i>", "</b>", "<a href='x'>", "＜b＞", "\ufdfa", "\u3316", "\u0301",
-                                         "\u0316", "\uff76\uff9e", "e\u0301", "\u1100\u1161\u11a8", "ⅷ", "ﬁ", "\u0345",
-                                         "\u00a8", "\u200b", "\u00ad", "<3", "> 90", "don't", "\u0b47\u0b3e", "😀",
-                                         "\u3000", "Σ:", ":Σ", "<" * 5, ">" * 5]
+    list("aAΣσ :.'`’!?<>/_-,\n1２اİ")
+    + [
+        "<br />",
+        "<i>",
+        "</b>",
+        "<a href='x'>",
+        "＜b＞",
+        "\ufdfa",
+        "\u3316",
+        "\u0301",
+        "\u0316",
+        "\uff76\uff9e",
+        "e\u0301",
+        "\u1100\u1161\u11a8",
+        "ⅷ",
+        "ﬁ",
+        "\u0345",
+        "\u00a8",
+        "\u200b",
+        "\u00ad",
+        "<3",
+        "> 90",
+        "don't",
+        "\u0b47\u0b3e",
+        "😀",
+        "\u3000",
+        "Σ:",
+        ":Σ",
+        "<" * 5,
+        ">" * 5,
+    ]
 )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(NASTY, max_size=300).map("".join), st.integers(1, 40), st.data(), st.sampled_from([1, 2, 3, 8]))
+@given(
+    st.lists(NASTY, max_size=300).map("".join), st.integers(1, 40), st.data(), st.sampled_from([1, 2, 3, 8])
+)
 def test_head_tail_tokens_equal_truncating_every_token(text, max_len, data, segment):
     head = data.draw(st.integers(0, max_len))
     for tokenizer in (V1, V2):
         full = tokenizer.tokenize(text)
-        expected = full if len(full) <= max_len else full[:head] + (full[len(full) - (max_len - head):]
-                                                                   if max_len > head else [])
+        expected = (
+            full
+            if len(full) <= max_len
+            else full[:head] + (full[len(full) - (max_len - head) :] if max_len > head else [])
+        )
         assert tokenizer.head_tail_tokens(text, max_len, head, segment=segment) == expected
 
 
@@ -163,7 +224,9 @@ def test_long_runs_of_combining_marks_are_capped():
 
 def test_nfkc_rewriting_counts_what_normalisation_changes():
     assert nfkc_rewriting("plain ascii text") == nfkc_rewriting("déjà vu, ещё") == tk.Rewriting(0, 0)
-    assert nfkc_rewriting("\ufdfa") == tk.Rewriting(1, 18) and len(unicodedata.normalize("NFKC", "\ufdfa")) == 18
+    assert (
+        nfkc_rewriting("\ufdfa") == tk.Rewriting(1, 18) and len(unicodedata.normalize("NFKC", "\ufdfa")) == 18
+    )
     assert nfkc_rewriting("Wait… ﬁne ½ ｶ") == tk.Rewriting(4, 3 + 2 + 3 + 1)
     assert nfkc_rewriting("\ufdfa" * 1000, limit=100).produced > 100
     for text in ["\u3316\u33af ｶﾞ …", "Ǆ ㍱ ⑴ ﷺ x", "😀 \U0001d400\U0001d7d8 \u2f800"]:
@@ -197,7 +260,9 @@ def test_tokens_are_whole_tokens_without_whitespace(text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["good", "bad", "don't", "!", "?", "film", "10", "<br />", " ", "\n", "Été"])))
+@given(
+    st.lists(st.sampled_from(["good", "bad", "don't", "!", "?", "film", "10", "<br />", " ", "\n", "Été"]))
+)
 def test_tokenizing_joined_tokens_is_stable(parts):
     tokens = tokenize(" ".join(parts))
     assert tokenize(" ".join(tokens)) == tokens

@@ -19,8 +19,11 @@ def test_build_orders_by_frequency_then_token_and_respects_min_count():
 
 def test_encode_maps_unknown_words_to_oov_and_never_returns_empty():
     vocab = Vocabulary.build([["good", "film"]], min_count=1)
-    assert vocab.encode("Good unknownword film").tolist() == [vocab.tokens.index("good"), OOV_ID,
-                                                             vocab.tokens.index("film")]
+    assert vocab.encode("Good unknownword film").tolist() == [
+        vocab.tokens.index("good"),
+        OOV_ID,
+        vocab.tokens.index("film"),
+    ]
     assert vocab.encode("").tolist() == [OOV_ID]
     assert vocab.encode("🙂 ...").tolist() == [OOV_ID]
 

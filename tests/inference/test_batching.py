@@ -38,7 +38,9 @@ def test_plan_is_optimal_among_all_contiguous_cuts(cost: CostModel) -> None:
     rng = random.Random(7)
     policy = BatchPolicy(max_batch_size=5, max_batch_tokens=900, cost=cost)
     for _ in range(30):
-        lengths = [rng.choice([3, 10, 40, 120, 300, 600]) + rng.randrange(5) for _ in range(rng.randint(1, 9))]
+        lengths = [
+            rng.choice([3, 10, 40, 120, 300, 600]) + rng.randrange(5) for _ in range(rng.randint(1, 9))
+        ]
         groups = plan_batches(lengths, policy)
         check_partition(lengths, groups, policy)
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])

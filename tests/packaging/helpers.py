@@ -115,7 +115,9 @@ def variable_uses() -> list[VarUse]:
 
 def load_compose_file(path: Path, env: Mapping[str, str] | None = None) -> dict:
     """Return any compose file (e.g. an override) with variables substituted from ``env``."""
-    return _walk_strings(yaml.safe_load(path.read_text()), lambda s: interpolate(s, {} if env is None else env))
+    return _walk_strings(
+        yaml.safe_load(path.read_text()), lambda s: interpolate(s, {} if env is None else env)
+    )
 
 
 # -- published ports ----------------------------------------------------------------------------
@@ -140,8 +142,11 @@ def parse_port(spec: Any) -> PublishedPort:
     """Parse one ``ports`` entry, short (``[IP:][HOST:]CONTAINER[/PROTO]``) or long (a mapping)."""
     if isinstance(spec, dict):
         published = spec.get("published")
-        return PublishedPort(str(spec.get("host_ip") or ""), "" if published is None else str(published),
-                             str(spec.get("target", "")))
+        return PublishedPort(
+            str(spec.get("host_ip") or ""),
+            "" if published is None else str(published),
+            str(spec.get("target", "")),
+        )
     text = str(spec).rsplit("/", 1)[0]  # drop /tcp, /udp
     if text.startswith("["):  # [IPv6]:HOST:CONTAINER
         ip, _, rest = text[1:].partition("]:")
@@ -252,8 +257,11 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 
 
 def _substitute_args(text: str, args: Mapping[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)",
-                  lambda m: args.get(m.group(1) or m.group(3), m.group(2) or ""), text)
+    return re.sub(
+        r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)",
+        lambda m: args.get(m.group(1) or m.group(3), m.group(2) or ""),
+        text,
+    )
 
 
 def parse_dockerfile(path: Path) -> Dockerfile:

@@ -24,19 +24,40 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.packaging.helpers import (COMPOSE_FILE, COMPOSE_OVERRIDES, FIXTURES, ROOT, PublishedPort, as_argv,
-                                     environment, load_compose, load_compose_file, load_compose_raw, parse_dockerfile,
-                                     parse_port, published_ports, variable_uses)
+from tests.packaging.helpers import (
+    COMPOSE_FILE,
+    COMPOSE_OVERRIDES,
+    FIXTURES,
+    ROOT,
+    PublishedPort,
+    as_argv,
+    environment,
+    load_compose,
+    load_compose_file,
+    load_compose_raw,
+    parse_dockerfile,
+    parse_port,
+    published_ports,
+    variable_uses,
+)
 from tests.tooling import missing_tool
 
 SCHEMA_FILE = FIXTURES / "compose-spec.json"
 SCHEMA_SHA256 = "56bab44c85c0ce8affb74474950293f37d510673283a243bcd7eeadb900fa35c"
-PROFILES = {"api": None, "trainer": "train", "scorer": "batch", "prometheus": "monitoring",
-            "dask-scheduler": "dask", "dask-worker": "dask"}
+PROFILES = {
+    "api": None,
+    "trainer": "train",
+    "scorer": "batch",
+    "prometheus": "monitoring",
+    "dask-scheduler": "dask",
+    "dask-worker": "dask",
+}
 #: The only service whose port other machines may reach; everything else is internal.
 PUBLIC_SERVICES = {"api"}
-ENTRYPOINT_SCRIPTS = {"/usr/local/bin/scorer-entrypoint": ROOT / "docker/scorer-entrypoint.sh",
-                      "/usr/local/bin/trainer-entrypoint": ROOT / "docker/trainer-entrypoint.sh"}
+ENTRYPOINT_SCRIPTS = {
+    "/usr/local/bin/scorer-entrypoint": ROOT / "docker/scorer-entrypoint.sh",
+    "/usr/local/bin/trainer-entrypoint": ROOT / "docker/trainer-entrypoint.sh",
+}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +78,9 @@ def built_services(services) -> dict:
 @pytest.fixture(scope="module")
 def schema() -> dict:
     data = SCHEMA_FILE.read_bytes()
-    assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, "fixtures/compose-spec.json changed: see its README"
+    assert hashlib.sha256(data).hexdigest() == SCHEMA_SHA256, (
+        "fixtures/compose-spec.json changed: see its README"
+    )
     return json.loads(data)
 
 
@@ -103,9 +126,22 @@ def _compose_config(tmp_path, *overrides: Path) -> dict:
     empty_env_file = tmp_path / "empty.env"  # ignore a developer's .env: check the defaults
     empty_env_file.write_text("")
     files = [arg for f in (COMPOSE_FILE, *overrides) for arg in ("-f", str(f))]
-    result = subprocess.run([*cli, "--project-directory", str(ROOT), *files,
-                             "--env-file", str(empty_env_file), *profiles, "config"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [
+            *cli,
+            "--project-directory",
+            str(ROOT),
+            *files,
+            "--env-file",
+            str(empty_env_file),
+            *profiles,
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -142,30 +178,50 @@ def exposed_internal_ports(compose: dict) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("8786:8786", PublishedPort("", "8786", "8786")),
-    ("8786", PublishedPort("", "", "8786")),
-    (8786, PublishedPort("", "", "8786")),
-    ("0.0.0.0:8786:8786", PublishedPort("0.0.0.0", "8786", "8786")),
-    ("127.0.0.1:9090:9090/tcp", PublishedPort("127.0.0.1", "9090", "9090")),
-    ("[::1]:8786:8786", PublishedPort("::1", "8786", "8786")),
-    ("::1:8786:8786", PublishedPort("::1", "8786", "8786")),
-    ("[::]:8786:8786/udp", PublishedPort("::", "8786", "8786")),
-    ("127.0.0.1:8000-8010:8000-8010", PublishedPort("127.0.0.1", "8000-8010", "8000-8010")),
-    ({"target": 8786, "published": "8786"}, PublishedPort("", "8786", "8786")),
-    ({"target": 8786, "host_ip": "127.0.0.1", "published": 8786}, PublishedPort("127.0.0.1", "8786", "8786")),
-    ({"target": 8786}, PublishedPort("", "", "8786")),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("8786:8786", PublishedPort("", "8786", "8786")),
+        ("8786", PublishedPort("", "", "8786")),
+        (8786, PublishedPort("", "", "8786")),
+        ("0.0.0.0:8786:8786", PublishedPort("0.0.0.0", "8786", "8786")),
+        ("127.0.0.1:9090:9090/tcp", PublishedPort("127.0.0.1", "9090", "9090")),
+        ("[::1]:8786:8786", PublishedPort("::1", "8786", "8786")),
+        ("::1:8786:8786", PublishedPort("::1", "8786", "8786")),
+        ("[::]:8786:8786/udp", PublishedPort("::", "8786", "8786")),
+        ("127.0.0.1:8000-8010:8000-8010", PublishedPort("127.0.0.1", "8000-8010", "8000-8010")),
+        ({"target": 8786, "published": "8786"}, PublishedPort("", "8786", "8786")),
+        (
+            {"target": 8786, "host_ip": "127.0.0.1", "published": 8786},
+            PublishedPort("127.0.0.1", "8786", "8786"),
+        ),
+        ({"target": 8786}, PublishedPort("", "", "8786")),
+    ],
+)
 def test_port_specs_are_parsed_in_every_syntax(spec, expected: PublishedPort) -> None:
     assert parse_port(spec) == expected
 
 
 def test_the_exposure_check_catches_every_way_to_publish_everywhere() -> None:
-    for spec in ["8786:8786", "8786", 8786, "0.0.0.0:8786:8786", "[::]:8786:8786", "192.168.1.5:8786:8786",
-                 {"target": 8786, "published": 8786}, {"target": 8786, "host_ip": "0.0.0.0"}, {"target": 8786}]:
+    for spec in [
+        "8786:8786",
+        "8786",
+        8786,
+        "0.0.0.0:8786:8786",
+        "[::]:8786:8786",
+        "192.168.1.5:8786:8786",
+        {"target": 8786, "published": 8786},
+        {"target": 8786, "host_ip": "0.0.0.0"},
+        {"target": 8786},
+    ]:
         assert exposed_internal_ports({"services": {"dask-scheduler": {"ports": [spec]}}}), spec
     assert exposed_internal_ports({"services": {"prometheus": {"network_mode": "host"}}})
-    for spec in ["127.0.0.1:8786:8786", "127.0.0.2:1:1", "[::1]:8786:8786", {"target": 1, "host_ip": "127.0.0.1"}]:
+    for spec in [
+        "127.0.0.1:8786:8786",
+        "127.0.0.2:1:1",
+        "[::1]:8786:8786",
+        {"target": 1, "host_ip": "127.0.0.1"},
+    ]:
         assert not exposed_internal_ports({"services": {"dask-scheduler": {"ports": [spec]}}}), spec
     assert not exposed_internal_ports({"services": {"api": {"ports": ["8000:8000"]}}})
 
@@ -382,7 +438,9 @@ def run_module_help(invocation: tuple[str, ...], monkeypatch, capsys) -> str:
         with pytest.raises(SystemExit) as exit_info:
             runpy.run_module(invocation[0], run_name="__main__", alter_sys=True)
     out = capsys.readouterr()
-    assert exit_info.value.code in (0, None), f"python -m {' '.join(invocation)} --help failed:\n{out.err[-2000:]}"
+    assert exit_info.value.code in (0, None), (
+        f"python -m {' '.join(invocation)} --help failed:\n{out.err[-2000:]}"
+    )
     return out.out
 
 
@@ -403,7 +461,9 @@ def _console_scripts(requirements: str) -> set[str]:
 
     sizes = load_docker_module("estimate_sizes")
     found = sizes.closure(sizes.read_requirements(requirements))
-    return {ep.name for dist in found.dists.values() for ep in dist.entry_points if ep.group == "console_scripts"}
+    return {
+        ep.name for dist in found.dists.values() for ep in dist.entry_points if ep.group == "console_scripts"
+    }
 
 
 def test_every_program_a_service_runs_is_in_its_image(services) -> None:
@@ -414,8 +474,9 @@ def test_every_program_a_service_runs_is_in_its_image(services) -> None:
         dockerfile = svc["build"]["dockerfile"]
         scripts = _console_scripts(requirements[dockerfile])
         final = parse_dockerfile(ROOT / dockerfile).final
-        entrypoint = as_argv(svc.get("entrypoint")) or (final.all("ENTRYPOINT")[-1].json_or_shell()
-                                                        if final.all("ENTRYPOINT") else [])
+        entrypoint = as_argv(svc.get("entrypoint")) or (
+            final.all("ENTRYPOINT")[-1].json_or_shell() if final.all("ENTRYPOINT") else []
+        )
         command = as_argv(svc.get("command"))
         if entrypoint:
             assert entrypoint[0] in ENTRYPOINT_SCRIPTS, f"{name}: unknown entrypoint {entrypoint[0]}"
@@ -461,12 +522,15 @@ def run_entrypoint(script: Path, args: list[str], env: dict[str, str], tmp_path:
     out = tmp_path / "argv.json"
     for program in ("python", "dask"):
         stub = bin_dir / program
-        stub.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                        f"json.dump([{program!r}, *sys.argv[1:]], open({str(out)!r}, 'w'))\n")
+        stub.write_text(
+            f"#!{sys.executable}\nimport json, sys\n"
+            f"json.dump([{program!r}, *sys.argv[1:]], open({str(out)!r}, 'w'))\n"
+        )
         stub.chmod(0o755)
     base = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
-    result = subprocess.run(["/bin/sh", str(script), *args], env={**base, **env}, capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        ["/bin/sh", str(script), *args], env={**base, **env}, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text())
 
@@ -488,49 +552,89 @@ def test_scorer_entrypoint_defaults(tmp_path, monkeypatch) -> None:
     env = compose_env("scorer")
     argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"], [], env, tmp_path)
     args = _scoring_args(argv, env, monkeypatch)
-    assert (str(args.input), str(args.output), str(args.registry_root)) == ("/data/incoming", "/data/scored", "/models")
+    assert (str(args.input), str(args.output), str(args.registry_root)) == (
+        "/data/incoming",
+        "/data/scored",
+        "/models",
+    )
     assert args.engine == "local" and args.scheduler is None and args.model_version == "production"
 
 
 def test_scorer_entrypoint_dask_engine_and_flag_overrides(tmp_path, monkeypatch) -> None:
-    env = compose_env("scorer", {"SENTIMENT_SCORE_ENGINE": "dask", "SENTIMENT_SCORE_MODEL_VERSION": "3",
-                                 "SENTIMENT_SCORE_WORKERS": "4"})
-    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"],
-                          ["--input", "/data/other.csv", "--format", "csv"], env, tmp_path)
+    env = compose_env(
+        "scorer",
+        {
+            "SENTIMENT_SCORE_ENGINE": "dask",
+            "SENTIMENT_SCORE_MODEL_VERSION": "3",
+            "SENTIMENT_SCORE_WORKERS": "4",
+        },
+    )
+    argv = run_entrypoint(
+        ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"],
+        ["--input", "/data/other.csv", "--format", "csv"],
+        env,
+        tmp_path,
+    )
     args = _scoring_args(argv, env, monkeypatch)
     assert args.engine == "dask" and args.scheduler == "tcp://dask-scheduler:8786"
-    assert (args.model_version, args.workers, str(args.input), args.output_format) == (3, 4, "/data/other.csv", "csv")
+    assert (args.model_version, args.workers, str(args.input), args.output_format) == (
+        3,
+        4,
+        "/data/other.csv",
+        "csv",
+    )
 
 
 def test_scorer_entrypoint_runs_other_commands_as_given(tmp_path) -> None:
-    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"], ["dask", "scheduler", "--port", "1"],
-                          compose_env("scorer"), tmp_path)
+    argv = run_entrypoint(
+        ENTRYPOINT_SCRIPTS["/usr/local/bin/scorer-entrypoint"],
+        ["dask", "scheduler", "--port", "1"],
+        compose_env("scorer"),
+        tmp_path,
+    )
     assert argv == ["dask", "scheduler", "--port", "1"]
 
 
 RETRAIN = ["python", "-m", "training.pipeline", "retrain", "--new-data", "/data/new"]
 
 
-@pytest.mark.parametrize("every, expected", [(None, []), ("0", []), ("6", ["--every-hours", "6"]),
-                                             ("0.5", ["--every-hours", "0.5"])])
+@pytest.mark.parametrize(
+    "every, expected",
+    [(None, []), ("0", []), ("6", ["--every-hours", "6"]), ("0.5", ["--every-hours", "0.5"])],
+)
 def test_trainer_entrypoint_one_shot_or_scheduled(tmp_path, every, expected) -> None:
     overrides = {} if every is None else {"SENTIMENT_RETRAIN_EVERY_HOURS": every}
     env = compose_env("trainer", overrides)
     argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], [], env, tmp_path)
     assert argv == [*RETRAIN, *expected]
-    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], ["--dry-run"], env, tmp_path)
+    argv = run_entrypoint(
+        ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], ["--dry-run"], env, tmp_path
+    )
     assert argv == [*RETRAIN, *expected, "--dry-run"]
 
 
 def test_trainer_entrypoint_builds_a_valid_pipeline_command(tmp_path, monkeypatch) -> None:
-    env = compose_env("trainer", {"SENTIMENT_RETRAIN_EVERY_HOURS": "6", "SENTIMENT_NEW_DATA_DIR": "/data/drop"})
-    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], ["--keep-last", "3"], env, tmp_path)
+    env = compose_env(
+        "trainer", {"SENTIMENT_RETRAIN_EVERY_HOURS": "6", "SENTIMENT_NEW_DATA_DIR": "/data/drop"}
+    )
+    argv = run_entrypoint(
+        ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"], ["--keep-last", "3"], env, tmp_path
+    )
     pipeline = importlib.import_module("training.pipeline")
     for key, value in env.items():  # the pipeline reads some defaults from the environment
         monkeypatch.setenv(key, value)
     args = pipeline.build_parser().parse_args(argv[3:])
-    assert (args.command, str(args.new_data), args.every_hours, args.keep_last) == ("retrain", "/data/drop", 6.0, 3)
-    assert (str(args.registry_root), args.model_name, str(args.gold)) == ("/models", "sentiment", "/data/gold.csv")
+    assert (args.command, str(args.new_data), args.every_hours, args.keep_last) == (
+        "retrain",
+        "/data/drop",
+        6.0,
+        3,
+    )
+    assert (str(args.registry_root), args.model_name, str(args.gold)) == (
+        "/models",
+        "sentiment",
+        "/data/gold.csv",
+    )
 
 
 @pytest.mark.parametrize("when, expected", [("0", []), ("1", ["--when-drift"]), ("true", ["--when-drift"])])
@@ -541,9 +645,13 @@ def test_trainer_entrypoint_retrains_only_on_drift_when_asked(tmp_path, when, ex
     if _module_exists("training.pipeline"):
         args = importlib.import_module("training.pipeline").build_parser().parse_args(argv[3:])
         assert args.when_drift is bool(expected)
-    result = subprocess.run(["/bin/sh", str(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"])],
-                            env={"PATH": "/usr/bin:/bin", "SENTIMENT_RETRAIN_WHEN_DRIFT": "maybe"},
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["/bin/sh", str(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"])],
+        env={"PATH": "/usr/bin:/bin", "SENTIMENT_RETRAIN_WHEN_DRIFT": "maybe"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and "SENTIMENT_RETRAIN_WHEN_DRIFT" in result.stderr
 
 
@@ -559,14 +667,23 @@ def test_the_loop_volume_carries_feedback_and_sample_from_api_to_trainer(service
 
 def test_trainer_entrypoint_rejects_a_bad_schedule(tmp_path) -> None:
     script = ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"]
-    result = subprocess.run(["/bin/sh", str(script)], env={"PATH": "/usr/bin:/bin", "SENTIMENT_RETRAIN_EVERY_HOURS": "6h"},
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["/bin/sh", str(script)],
+        env={"PATH": "/usr/bin:/bin", "SENTIMENT_RETRAIN_EVERY_HOURS": "6h"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2 and "SENTIMENT_RETRAIN_EVERY_HOURS" in result.stderr
 
 
 def test_trainer_entrypoint_runs_other_commands_as_given(tmp_path) -> None:
-    argv = run_entrypoint(ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"],
-                          ["python", "-m", "training.train", "--preset", "small"], compose_env("trainer"), tmp_path)
+    argv = run_entrypoint(
+        ENTRYPOINT_SCRIPTS["/usr/local/bin/trainer-entrypoint"],
+        ["python", "-m", "training.train", "--preset", "small"],
+        compose_env("trainer"),
+        tmp_path,
+    )
     assert argv == ["python", "-m", "training.train", "--preset", "small"]
 
 

@@ -74,14 +74,24 @@ def test_copy_sources_exist_and_are_in_the_build_context(path: Path) -> None:
             assert sent, f"{path.name}: {source} is empty"
             for f in sent:
                 rel = f.relative_to(ROOT).as_posix()
-                assert not ignore.excluded(rel), f"{path.name}: {rel} (COPY {source}) is excluded by .dockerignore"
+                assert not ignore.excluded(rel), (
+                    f"{path.name}: {rel} (COPY {source}) is excluded by .dockerignore"
+                )
 
 
 def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
     ignore = DockerIgnore.load()
-    for rel in (".venv/bin/python", ".git/HEAD", "models/sentiment/1/model.onnx", "data/imdb/train.csv.gz",
-                "runs/full-train-1.log", "tests/conftest.py", "service/__pycache__/app.cpython-311.pyc",
-                "docker-compose.yml", "docker/estimate_sizes.py"):
+    for rel in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "models/sentiment/1/model.onnx",
+        "data/imdb/train.csv.gz",
+        "runs/full-train-1.log",
+        "tests/conftest.py",
+        "service/__pycache__/app.cpython-311.pyc",
+        "docker-compose.yml",
+        "docker/estimate_sizes.py",
+    ):
         assert ignore.excluded(rel), f"{rel} would be sent to the Docker build context"
 
 
@@ -91,7 +101,9 @@ def test_installs_its_own_requirements_into_a_venv_with_constraints(path: Path) 
     parsed = parse_dockerfile(path)
     runs = " ".join(i.args for s in parsed.stages[:-1] for i in s.all("RUN"))
     wanted = Path(image.requirements).name
-    assert re.search(rf"-r\s+\S*/{re.escape(wanted)}\b", runs), f"{path.name} does not install {image.requirements}"
+    assert re.search(rf"-r\s+\S*/{re.escape(wanted)}\b", runs), (
+        f"{path.name} does not install {image.requirements}"
+    )
     assert "-c /tmp/requirements/constraints.txt" in runs
     others = {Path(i.requirements).name for i in sizes.IMAGES} - {wanted}
     assert not [o for o in others if re.search(rf"/{re.escape(o)}\b", runs)]
@@ -129,7 +141,7 @@ def test_api_image_is_slim_and_checks_readiness() -> None:
 
 def test_api_healthcheck_command_is_valid_python() -> None:
     (health,) = parse_dockerfile(ROOT / "docker/Dockerfile.api").final.all("HEALTHCHECK")
-    exec_form = health.args[health.args.index("CMD") + 3:].strip()
+    exec_form = health.args[health.args.index("CMD") + 3 :].strip()
     argv = json.loads(exec_form)
     assert argv[:2] == ["python", "-c"]
     compile(argv[2], "<healthcheck>", "exec")

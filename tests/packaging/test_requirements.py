@@ -16,11 +16,23 @@ from tests.packaging.helpers import ROOT, load_docker_module
 sizes = load_docker_module("estimate_sizes")
 
 SPLIT_FILES = sorted((ROOT / "requirements").glob("*.txt"))
-IMAGE_FILES = {"api": "requirements/api.txt", "scorer": "requirements/scoring.txt", "trainer": "requirements/train.txt"}
+IMAGE_FILES = {
+    "api": "requirements/api.txt",
+    "scorer": "requirements/scoring.txt",
+    "trainer": "requirements/train.txt",
+}
 TRAINING_ONLY = {"tensorflow", "tensorflow-cpu", "keras", "gensim", "tf-keras", "scikit-learn", "matplotlib"}
 # requirements.txt entries no image needs (the test and browser tooling).
 TEST_ONLY = {
-    "pytest", "hypothesis", "requests", "selenium", "pyyaml", "jsonschema", "tritonclient", "moto", "ruff",
+    "pytest",
+    "hypothesis",
+    "requests",
+    "selenium",
+    "pyyaml",
+    "jsonschema",
+    "tritonclient",
+    "moto",
+    "ruff",
 }
 PROJECT_PACKAGES = {"embeddings", "inference", "registry", "service", "scoring", "training", "tests"}
 # Imports inside functions that the image never reaches, by (file, top-level module).
@@ -90,11 +102,15 @@ def test_every_runtime_dependency_is_in_some_image() -> None:
 
 
 def test_api_requirements_have_no_training_stack() -> None:
-    text = (ROOT / "requirements/api.txt").read_text().lower() + (ROOT / "requirements/base.txt").read_text().lower()
+    text = (ROOT / "requirements/api.txt").read_text().lower() + (
+        ROOT / "requirements/base.txt"
+    ).read_text().lower()
     for banned in ("tensorflow", "keras", "gensim"):
         assert banned not in "\n".join(line for line in text.splitlines() if not line.startswith("#")), banned
     found = sizes.closure(sizes.read_requirements("requirements/api.txt"))
-    assert not found.names() & TRAINING_ONLY, f"api image would install {sorted(found.names() & TRAINING_ONLY)}"
+    assert not found.names() & TRAINING_ONLY, (
+        f"api image would install {sorted(found.names() & TRAINING_ONLY)}"
+    )
     assert "pandas" not in found.names(), "the api does not need pandas"
 
 
@@ -104,7 +120,10 @@ def test_scorer_requirements_have_no_training_stack() -> None:
 
 
 def test_constraints_pin_every_image_requirement() -> None:
-    constraints = {canonicalize_name(r.name): str(r.specifier) for r in direct_lines(ROOT / "requirements/constraints.txt")}
+    constraints = {
+        canonicalize_name(r.name): str(r.specifier)
+        for r in direct_lines(ROOT / "requirements/constraints.txt")
+    }
     for rel in IMAGE_FILES.values():
         for req in sizes.read_requirements(rel):
             name = canonicalize_name(req.name)
@@ -148,7 +167,9 @@ def test_image_installs_every_module_its_code_imports(image) -> None:
                     continue
                 dists = {canonicalize_name(d) for d in providers.get(module, [])}
                 if not dists & installed:
-                    missing.append(f"{rel}: import {module} (from {sorted(dists) or 'nothing installed here'})")
+                    missing.append(
+                        f"{rel}: import {module} (from {sorted(dists) or 'nothing installed here'})"
+                    )
     assert not missing, f"{image.requirements} lacks:\n" + "\n".join(missing)
 
 

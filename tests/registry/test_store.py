@@ -129,8 +129,9 @@ def test_process_killed_mid_write_leaves_registry_valid(tmp_path, point):
     registry = Registry(tmp_path / "models")
     make_random_version(registry)
     script = WRITER.format(root=str(PROJECT_ROOT), models=str(registry.root))
-    proc = subprocess.Popen([sys.executable, "-c", script, point], stdout=subprocess.PIPE, text=True,
-                            cwd=PROJECT_ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, point], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT
+    )
     try:
         assert proc.stdout.readline().strip() == point, f"the writer never reached {point}"
     finally:
@@ -142,7 +143,9 @@ def test_process_killed_mid_write_leaves_registry_valid(tmp_path, point):
     for v in versions:  # every listed version is complete and loads
         assert Predictor.load(registry.version_dir("sentiment", v)).score_texts(["fine"]).shape == (1,)
     # The next writer removes what the killed one left (once old enough) and publishes normally.
-    for leftover in set(registry.model_home("sentiment").glob(".*")) - {registry.model_home("sentiment") / ".lock"}:
+    for leftover in set(registry.model_home("sentiment").glob(".*")) - {
+        registry.model_home("sentiment") / ".lock"
+    }:
         os.utime(leftover, (time.time() - 3600, time.time() - 3600))
     new = make_random_version(registry, seed=3)
     assert new == max(versions) + 1 and registry.production_version("sentiment") == new
@@ -166,8 +169,13 @@ def _pausing_writer(registry: Registry) -> subprocess.Popen:
         registry.commit_version = commit
         print(make_random_version(registry, seed=5, promote=False), flush=True)
     """)
-    return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, cwd=PROJECT_ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
 
 
 def test_leftovers_of_killed_writers_are_removed_but_a_live_writer_is_left_alone(tmp_path):
@@ -221,10 +229,12 @@ def test_files_are_flushed_to_disk_before_the_version_is_published(tmp_path, mon
     registry = Registry(tmp_path)
     events = []
     real_fsync, real_rename = os.fsync, os.rename
-    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-                        or real_fsync(fd))
-    monkeypatch.setattr(os, "rename", lambda src, dst: events.append(("rename", str(src), str(dst)))
-                        or real_rename(src, dst))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
+    monkeypatch.setattr(
+        os, "rename", lambda src, dst: events.append(("rename", str(src), str(dst))) or real_rename(src, dst)
+    )
     with registry.staging_dir("sentiment") as staging:
         (staging / "sub").mkdir()
         (staging / "sub" / "weights.bin").write_bytes(b"w" * 100)

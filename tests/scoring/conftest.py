@@ -34,9 +34,7 @@ def reviews() -> pd.DataFrame:
         frame = pd.read_csv(path, nrows=N_REVIEWS * 4).sample(N_REVIEWS, random_state=0)
         return frame.reset_index(drop=True).astype({"id": str, "text": str})
     rows = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(5 + i % 40)) for i in range(N_REVIEWS)]
-    return pd.DataFrame(
-        {"id": [f"r{i}" for i in range(N_REVIEWS)], "rating": 5, "label": 1, "text": rows}
-    )
+    return pd.DataFrame({"id": [f"r{i}" for i in range(N_REVIEWS)], "rating": 5, "label": 1, "text": rows})
 
 
 @pytest.fixture
@@ -84,8 +82,20 @@ def write_input(frame: pd.DataFrame, path: Path, fmt: str | None = None) -> Path
 def cli_args(input_path: Path, output: Path, registry: Registry, *extra: str) -> list[str]:
     """Return the usual command line for the tests (small chunks, in-process, quiet)."""
     return [
-        "--input", str(input_path), "--output", str(output), "--model-dir", str(registry.root),
-        "--max-chars", str(MAX_CHARS), "--chunk-size", "64", "--workers", "1", "--quiet", *extra,
+        "--input",
+        str(input_path),
+        "--output",
+        str(output),
+        "--model-dir",
+        str(registry.root),
+        "--max-chars",
+        str(MAX_CHARS),
+        "--chunk-size",
+        "64",
+        "--workers",
+        "1",
+        "--quiet",
+        *extra,
     ]
 
 
@@ -169,14 +179,26 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory, s3_env: dict[str, str
     path that reached a worker would point elsewhere; their environment reaches the S3 server.
     """
     cwd = tmp_path_factory.mktemp("dask-cwd")
-    env = {**os.environ, **s3_env, "PYTHONPATH": str(PROJECT_ROOT),
-           "SENTIMENT_MODEL_CACHE": str(tmp_path_factory.mktemp("worker-model-cache"))}
+    env = {
+        **os.environ,
+        **s3_env,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "SENTIMENT_MODEL_CACHE": str(tmp_path_factory.mktemp("worker-model-cache")),
+    }
     with dask_processes(2, cwd=cwd, env=env, threads=1) as address:
         assert address.startswith("tcp://127.0.0.1:"), address
         yield DaskCluster(address, env, cwd)
 
 
-def run_cli(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess:
     """Run ``python -m scoring`` in a subprocess from ``cwd``; return its exit code and output."""
-    return subprocess.run([sys.executable, "-m", "scoring", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "scoring", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

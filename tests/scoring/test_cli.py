@@ -65,11 +65,24 @@ def test_keep_columns_and_csv_output(tmp_path: Path, registry: Registry, reviews
     source = write_input(frame, tmp_path / "in.csv")
     out = tmp_path / "out"
     assert main(cli_args(source, out, registry, "--keep-columns", "--format", "csv")) == 0
-    assert sorted(p.name for p in out.glob("part-*")) == ["part-00000.csv", "part-00001.csv", "part-00002.csv",
-                                                         "part-00003.csv"]
+    assert sorted(p.name for p in out.glob("part-*")) == [
+        "part-00000.csv",
+        "part-00001.csv",
+        "part-00002.csv",
+        "part-00003.csv",
+    ]
     scored = read_output(out)
-    assert scored.columns.tolist() == ["id", "rating", "input_label", "text", "probability", "score", "label",
-                                       "model_version", "error"]
+    assert scored.columns.tolist() == [
+        "id",
+        "rating",
+        "input_label",
+        "text",
+        "probability",
+        "score",
+        "label",
+        "model_version",
+        "error",
+    ]
     assert scored["id"].tolist() == frame["id"].tolist()
     assert scored["text"].tolist() == frame["text"].tolist()
     assert scored["input_label"].astype(int).tolist() == frame["label"].tolist()
@@ -116,7 +129,11 @@ def test_rerun_is_idempotent_and_other_jobs_are_refused(
     ],
 )
 def test_fails_fast_without_writing(
-    tmp_path: Path, registry: Registry, reviews: pd.DataFrame, capsys: pytest.CaptureFixture, case: str,
+    tmp_path: Path,
+    registry: Registry,
+    reviews: pd.DataFrame,
+    capsys: pytest.CaptureFixture,
+    case: str,
     message: str,
 ) -> None:
     source = write_input(reviews, tmp_path / "in.parquet")
@@ -164,10 +181,13 @@ def test_scorer_never_imports_tensorflow_or_flask() -> None:
 
     from tests.conftest import PROJECT_ROOT
 
-    code = ("import sys, scoring.cli, scoring.job, scoring.engines, distributed; "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'flask') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                            check=True)
+    code = (
+        "import sys, scoring.cli, scoring.job, scoring.engines, distributed; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'flask') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -178,18 +198,45 @@ def test_relative_paths_are_made_absolute_by_the_client(
     write_input(reviews, client / "data" / "in.csv")
     make_random_version(Registry(client / "models"), "sentiment")
     monkeypatch.chdir(client)
-    assert main(["--input", "data/in.csv", "--output", "scored", "--model-dir", "models", "--workers", "1",
-                 "--max-chars", "20000", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--input",
+                "data/in.csv",
+                "--output",
+                "scored",
+                "--model-dir",
+                "models",
+                "--workers",
+                "1",
+                "--max-chars",
+                "20000",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((client / "scored" / MANIFEST_FILE).read_text())
     assert manifest["job"]["input"]["path"] == str(client / "data" / "in.csv")
     assert manifest["job"]["model"]["path"] == str(client / "models" / "sentiment" / "1")
     assert json.loads((client / "scored" / SUMMARY_FILE).read_text())["output"] == str(client / "scored")
 
 
-@pytest.mark.parametrize(("text", "size"), [("8MiB", 8 * 2**20), ("500kB", 500_000), ("1048576", 2**20),
-                                            ("1.5 GiB", 3 * 2**29), ("64mb", 64_000_000)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("8MiB", 8 * 2**20),
+        ("500kB", 500_000),
+        ("1048576", 2**20),
+        ("1.5 GiB", 3 * 2**29),
+        ("64mb", 64_000_000),
+    ],
+)
 def test_partition_size_accepts_units(text: str, size: int) -> None:
-    assert build_parser().parse_args(["--input", "a", "--output", "b", "--partition-size", text]).partition_size == size
+    assert (
+        build_parser().parse_args(["--input", "a", "--output", "b", "--partition-size", text]).partition_size
+        == size
+    )
 
 
 def test_registry_url_survives_the_shared_registry_flags(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,6 +270,12 @@ def test_a_part_that_fails_is_one_line_and_the_output_resumes(
 
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err
-    assert err.startswith("error: part 2 (rows 1000-1499) failed on a local scoring process") and \
-        "column 'id' holds values that are not int64" in err and "rerun the same command to resume" in err, err
-    assert sorted(json.loads((out / MANIFEST_FILE).read_text())["parts"][i]["part"] for i in range(2)) == [0, 1]
+    assert (
+        err.startswith("error: part 2 (rows 1000-1499) failed on a local scoring process")
+        and "column 'id' holds values that are not int64" in err
+        and "rerun the same command to resume" in err
+    ), err
+    assert sorted(json.loads((out / MANIFEST_FILE).read_text())["parts"][i]["part"] for i in range(2)) == [
+        0,
+        1,
+    ]

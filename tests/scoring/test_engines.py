@@ -17,8 +17,15 @@ from tests.scoring.conftest import MAX_CHARS, assert_same_rows, write_input
 
 
 def _config(source: Path, out: Path, registry: Registry, **changes) -> JobConfig:
-    base = JobConfig(input=source, output=out, model_dir=registry.root, max_chars=MAX_CHARS, chunk_size=64,
-                     workers=1, quiet=True)
+    base = JobConfig(
+        input=source,
+        output=out,
+        model_dir=registry.root,
+        max_chars=MAX_CHARS,
+        chunk_size=64,
+        workers=1,
+        quiet=True,
+    )
     return base.replace(**changes)
 
 
@@ -44,8 +51,16 @@ def test_dask_equals_local_and_loads_the_model_once(
 ) -> None:
     source, expected = local_output
     out = tmp_path / "dask"
-    config = _config(source, out, registry, keep_columns=True, engine="dask", dask_workers=2,
-                     dask_processes=False, partition_size=60_000)
+    config = _config(
+        source,
+        out,
+        registry,
+        keep_columns=True,
+        engine="dask",
+        dask_workers=2,
+        dask_processes=False,
+        partition_size=60_000,
+    )
     version_dir = str(registry.production_dir("sentiment").resolve())
 
     summary = run_job(config)
@@ -55,8 +70,11 @@ def test_dask_equals_local_and_loads_the_model_once(
     assert manifest["job"]["partitioning"] == {"engine": "dask", "partition_size": 60_000, "chunk_size": 64}
     starts = [p["start"] for p in manifest["parts"]]
     assert len(starts) > 2 and starts[0] == 0 and all(s % 50 == 0 for s in starts)  # whole row groups of 50
-    assert summary["rows_read"] == len(expected) and summary["errors"] == {"empty_text": 2, "null_text": 1,
-                                                                          "text_too_long": 1}
+    assert summary["rows_read"] == len(expected) and summary["errors"] == {
+        "empty_text": 2,
+        "null_text": 1,
+        "text_too_long": 1,
+    }
     # Three partitions on two in-process workers: the model was loaded once, by the job's check.
     assert score.model_loads()[version_dir] == 1
 
@@ -83,14 +101,23 @@ def test_switching_engine_mid_job_is_refused(
 ) -> None:
     source, _ = local_output
     out = tmp_path / "local"  # complete: any engine may "resume" it (nothing to do)
-    assert run_job(_config(source, out, registry, keep_columns=True, engine="dask", dask_processes=False,
-                           dask_workers=1))["run"]["rows"] == 0
+    assert (
+        run_job(
+            _config(
+                source, out, registry, keep_columns=True, engine="dask", dask_processes=False, dask_workers=1
+            )
+        )["run"]["rows"]
+        == 0
+    )
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     manifest["complete"] = False
     (out / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(ScoringError, match="partitioning.engine"):
-        run_job(_config(source, out, registry, keep_columns=True, engine="dask", dask_processes=False,
-                        dask_workers=1))
+        run_job(
+            _config(
+                source, out, registry, keep_columns=True, engine="dask", dask_processes=False, dask_workers=1
+            )
+        )
 
 
 def test_dask_cluster_of_processes_loads_the_model_once_per_worker(
@@ -99,10 +126,19 @@ def test_dask_cluster_of_processes_loads_the_model_once_per_worker(
     from distributed import Client, LocalCluster
 
     source, expected = local_output
-    with LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        config = _config(source, tmp_path / "dask", registry, keep_columns=True, engine="dask",
-                         scheduler=cluster.scheduler_address, partition_size=1)  # 5 partitions (row groups)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        config = _config(
+            source,
+            tmp_path / "dask",
+            registry,
+            keep_columns=True,
+            engine="dask",
+            scheduler=cluster.scheduler_address,
+            partition_size=1,
+        )  # 5 partitions (row groups)
         run_job(config)
         loads = client.run(score.model_loads)
     assert_same_rows(read_output(tmp_path / "dask"), expected)
@@ -117,16 +153,26 @@ def test_pool_worker_that_cannot_load_the_model_fails_at_once(tmp_path: Path, me
     from scoring.writer import PartWriter
 
     source = open_input(write_input(messy, tmp_path / "in.parquet"))
-    spec = ScoreSpec(version_dir=str(tmp_path / "no-such-version"), model_version=7, text_column="text",
-                     carry=("id",))
-    engine = LocalEngine(source, spec, PartWriter(str(tmp_path), "parquet", source.schema),
-                         columns=["id", "text"], chunk_size=64, workers=2)
+    spec = ScoreSpec(
+        version_dir=str(tmp_path / "no-such-version"), model_version=7, text_column="text", carry=("id",)
+    )
+    engine = LocalEngine(
+        source,
+        spec,
+        PartWriter(str(tmp_path), "parquet", source.schema),
+        columns=["id", "text"],
+        chunk_size=64,
+        workers=2,
+    )
     with pytest.raises(RuntimeError, match="failed to start"):
         engine.run(set(), lambda record: None)
 
 
 def test_scheduler_without_workers_is_refused(
-    tmp_path: Path, registry: Registry, local_output: tuple[Path, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    registry: Registry,
+    local_output: tuple[Path, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from distributed import LocalCluster
 
@@ -136,7 +182,11 @@ def test_scheduler_without_workers_is_refused(
     source, _ = local_output
     with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
         with pytest.raises(ScoringError, match="has no workers"):
-            run_job(_config(source, tmp_path / "dask", registry, engine="dask", scheduler=cluster.scheduler_address))
+            run_job(
+                _config(
+                    source, tmp_path / "dask", registry, engine="dask", scheduler=cluster.scheduler_address
+                )
+            )
     assert not (tmp_path / "dask").exists()
 
 
@@ -144,7 +194,9 @@ def test_worker_problems_are_reported_in_one_line() -> None:
     from scoring.engines import _worker_errors, failure_line
 
     assert _worker_errors({"tcp://a:1": None, "tcp://b:2": None}) is None
-    line = _worker_errors({"tcp://b:2": OSError("no\nsuch file"), "tcp://a:1": None, "tcp://c:3": ValueError("x")})
+    line = _worker_errors(
+        {"tcp://b:2": OSError("no\nsuch file"), "tcp://a:1": None, "tcp://c:3": ValueError("x")}
+    )
     assert line == "Dask worker tcp://b:2 (and 1 more of 3 workers): OSError: no such file"
     long = failure_line(7, "in.csv bytes 0-10", "worker tcp://w:1", RuntimeError("y" * 1_000))
     assert long.startswith("part 7 (in.csv bytes 0-10) failed on worker tcp://w:1: RuntimeError: yyy")

@@ -20,8 +20,14 @@ from tests.scoring.conftest import write_input
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("a.parquet", "parquet"), ("a.CSV", "csv"), ("a.csv.gz", "csv"), ("a.jsonl", "jsonl"),
-     ("a.ndjson.gz", "jsonl"), ("a.txt", None)],
+    [
+        ("a.parquet", "parquet"),
+        ("a.CSV", "csv"),
+        ("a.csv.gz", "csv"),
+        ("a.jsonl", "jsonl"),
+        ("a.ndjson.gz", "jsonl"),
+        ("a.txt", None),
+    ],
 )
 def test_detect_format(name: str, fmt: str | None) -> None:
     assert detect_format(Path(name)) == fmt
@@ -115,7 +121,9 @@ def test_bad_inputs_are_refused(tmp_path: Path, reviews: pd.DataFrame) -> None:
 
 def _read_partitions(source, partition_size: int, chunk_size: int = 100, columns=("id", "text")) -> list:
     """Return every partition of the source, read as a worker would."""
-    return [read_piece(p, list(columns)) for p in source.partitions(list(columns), partition_size, chunk_size)]
+    return [
+        read_piece(p, list(columns)) for p in source.partitions(list(columns), partition_size, chunk_size)
+    ]
 
 
 @pytest.mark.parametrize("name", ["in.parquet", "in.jsonl", "in.csv", "in.jsonl.gz", "in.csv.gz"])
@@ -145,10 +153,15 @@ CSV_TRICKY = st.lists(st.sampled_from(list('ab é,"\n\r\t😀') + ["\r\n", '""']
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(texts=st.lists(CSV_TRICKY, min_size=1, max_size=40), size=st.integers(1, 400),
-       newline=st.sampled_from(["\n", "\r\n"]), sep=st.sampled_from([",", "\t"]))
-def test_csv_byte_ranges_split_at_record_ends(tmp_path: Path, texts: list[str], size: int, newline: str,
-                                              sep: str) -> None:
+@given(
+    texts=st.lists(CSV_TRICKY, min_size=1, max_size=40),
+    size=st.integers(1, 400),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    sep=st.sampled_from([",", "\t"]),
+)
+def test_csv_byte_ranges_split_at_record_ends(
+    tmp_path: Path, texts: list[str], size: int, newline: str, sep: str
+) -> None:
     path = tmp_path / ("in.csv" if sep == "," else "in.tsv")
     frame = pd.DataFrame({"id": [f"{i:03d}" for i in range(len(texts))], "text": texts, "n": 1})
     frame.to_csv(path, index=False, sep=sep, lineterminator=newline)
@@ -162,7 +175,7 @@ def test_csv_byte_ranges_split_at_record_ends(tmp_path: Path, texts: list[str], 
 
 def test_csv_split_follows_the_parser_on_hand_written_quotes(tmp_path: Path) -> None:
     # A quote inside an unquoted field is a plain character (5"9); counting quotes would get it wrong.
-    rows = ['1,He is 5"9 tall', '2,"a quoted\nreview, with ""quotes"""', "3,plain", '4,"x"', "5,ok\"", "6,"]
+    rows = ['1,He is 5"9 tall', '2,"a quoted\nreview, with ""quotes"""', "3,plain", '4,"x"', '5,ok"', "6,"]
     path = tmp_path / "in.csv"
     path.write_text("id,text\n" + "\n".join(rows * 20) + "\n", encoding="utf-8")
     source = open_input(path)

@@ -33,18 +33,23 @@ def _parts_done(out: Path) -> int:
 def test_sigkill_then_rerun_gives_every_id_exactly_once(
     tmp_path: Path, registry: Registry, reviews: pd.DataFrame
 ) -> None:
-    big = pd.concat(
-        [reviews.assign(id=reviews["id"] + f"-{k}") for k in range(REPEATS)], ignore_index=True
-    )
+    big = pd.concat([reviews.assign(id=reviews["id"] + f"-{k}") for k in range(REPEATS)], ignore_index=True)
     source = write_input(big, tmp_path / "in.parquet")
     out = tmp_path / "out"
     args = cli_args(source, out, registry, "--chunk-size", "400")
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
 
     log = tmp_path / "stderr.txt"
-    with open(log, "wb") as stderr, subprocess.Popen(
-        [sys.executable, "-m", "scoring", *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr
-    ) as proc:
+    with (
+        open(log, "wb") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-m", "scoring", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        ) as proc,
+    ):
         deadline = time.monotonic() + 60
         while _parts_done(out) < KILL_AFTER_PARTS and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -70,7 +75,9 @@ def test_sigkill_then_rerun_gives_every_id_exactly_once(
     assert not list(out.glob(".*.tmp"))  # the killed run's temp file was cleaned up
 
 
-def test_part_written_but_not_recorded_is_redone(tmp_path: Path, registry: Registry, reviews: pd.DataFrame) -> None:
+def test_part_written_but_not_recorded_is_redone(
+    tmp_path: Path, registry: Registry, reviews: pd.DataFrame
+) -> None:
     source = write_input(reviews, tmp_path / "in.parquet")
     out = tmp_path / "out"
     assert main(cli_args(source, out, registry)) == 0

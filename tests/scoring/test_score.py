@@ -37,8 +37,11 @@ def test_text_error(value: object, error: str | None) -> None:
 
 def _spec(registry: Registry, **changes) -> ScoreSpec:
     fields = dict(
-        version_dir=str(registry.production_dir("sentiment")), model_version=1,
-        text_column="text", carry=("id",), max_chars=100,
+        version_dir=str(registry.production_dir("sentiment")),
+        model_version=1,
+        text_column="text",
+        carry=("id",),
+        max_chars=100,
     )
     return ScoreSpec(**{**fields, **changes})
 
@@ -50,11 +53,21 @@ def test_score_chunk_keeps_every_row_in_order(registry: Registry) -> None:
 
     assert out.columns.tolist() == ["id", "probability", "score", "label", "model_version", "error"]
     assert out["id"].tolist() == frame["id"].tolist()
-    assert out["error"].tolist() == [None, "null_text", None, "empty_text", "not_a_string", "text_too_long", None]
+    assert out["error"].tolist() == [
+        None,
+        "null_text",
+        None,
+        "empty_text",
+        "not_a_string",
+        "text_too_long",
+        None,
+    ]
     predictor = Predictor.load(registry.production_dir("sentiment"))
     ok = [0, 2, 6]
     expected = predictor.score_texts([texts[i] for i in ok])
-    np.testing.assert_allclose(out["probability"].iloc[ok], expected, rtol=0, atol=1e-6)  # grouping may differ: parity bound
+    np.testing.assert_allclose(
+        out["probability"].iloc[ok], expected, rtol=0, atol=1e-6
+    )  # grouping may differ: parity bound
     assert out["score"].equals(out["probability"])
     assert out["label"].iloc[ok].tolist() == [predictor.label_for(p) for p in expected]
     assert out["probability"].drop(index=ok).isna().all() and out["label"].drop(index=ok).isna().all()
@@ -79,7 +92,15 @@ def test_model_loaded_once_per_process(registry: Registry) -> None:
 
 def test_clashing_input_columns_are_renamed(registry: Registry) -> None:
     spec = _spec(registry, carry=("id", "label", "text"))
-    assert spec.output_columns == ["id", "input_label", "text", "probability", "score", "label", "model_version",
-                                   "error"]
+    assert spec.output_columns == [
+        "id",
+        "input_label",
+        "text",
+        "probability",
+        "score",
+        "label",
+        "model_version",
+        "error",
+    ]
     out = score_chunk(pd.DataFrame({"id": [1], "label": [0], "text": ["good"]}), spec)
     assert out["input_label"].tolist() == [0] and out["label"].tolist()[0] in ("positive", "negative")

@@ -156,7 +156,9 @@ def test_the_test_command_never_skips_for_a_missing_tool():
     """./test.sh (and so CI, which runs it) clears SENTIMENT_ALLOW_SKIP before running pytest."""
     lines = (PROJECT_ROOT / "test.sh").read_text().splitlines()
     unset = next(i for i, line in enumerate(lines) if line.strip().startswith(f"unset {ALLOW_SKIP}"))
-    assert unset < next(i for i, line in enumerate(lines) if "pytest" in line and line.strip().startswith("exec"))
+    assert unset < next(
+        i for i, line in enumerate(lines) if "pytest" in line and line.strip().startswith("exec")
+    )
 
 
 def severe_console_messages(driver) -> list[str]:

@@ -210,7 +210,9 @@ def test_bench_binary_request_scores_like_v1_and_is_counted(server: GunicornServ
     versioned = requests.post(
         server.url(infer_path("sentiment", version)), data=body, headers=headers, timeout=30
     )
-    assert read_binary_response(versioned.content, versioned.headers)["probability"] == pytest.approx(outputs["probability"], abs=1e-6)
+    assert read_binary_response(versioned.content, versioned.headers)["probability"] == pytest.approx(
+        outputs["probability"], abs=1e-6
+    )
     samples = server.metrics()
     after = metric(samples, "sentiment_http_requests_total", route="/v2/models/<name>/infer", status="200")
     assert after - before == 1

@@ -18,7 +18,9 @@ from service.validation import (
 
 LIMITS = Limits(max_texts=5, max_text_chars=50)
 valid_text = st.text(min_size=1, max_size=50).filter(
-    lambda t: t.strip() and not any(0xD800 <= ord(c) <= 0xDFFF for c in t) and nfkc_rewriting(t).normalized_length(t) <= 50
+    lambda t: t.strip()
+    and not any(0xD800 <= ord(c) <= 0xDFFF for c in t)
+    and nfkc_rewriting(t).normalized_length(t) <= 50
 )
 
 
@@ -101,6 +103,8 @@ def test_pure_request_rules_import_no_flask():
     import subprocess
     import sys
 
-    code = ("import sys, service.validation, service.v2_codec; "
-            "bad = {'flask', 'werkzeug', 'service.errors', 'service.batcher'} & set(sys.modules); assert not bad, bad")
+    code = (
+        "import sys, service.validation, service.v2_codec; "
+        "bad = {'flask', 'werkzeug', 'service.errors', 'service.batcher'} & set(sys.modules); assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

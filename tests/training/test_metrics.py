@@ -124,6 +124,7 @@ def test_temperature_matches_the_former_fit_and_improves_log_loss():
 
 # -- calibration maths on constructed data -------------------------------------------------------
 
+
 def calibrated_set() -> tuple[np.ndarray, np.ndarray]:
     """Return (labels, probabilities) where each confidence c is right exactly a fraction c of the time."""
     labels, probs = [], []

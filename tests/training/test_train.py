@@ -152,7 +152,9 @@ def test_train_cli_help_documents_every_flag():
     assert undocumented_arguments(build_parser()) == []
 
 
-@pytest.mark.parametrize("module", ["training.train", "training.evaluate", "training.pipeline", "scoring.cli"])
+@pytest.mark.parametrize(
+    "module", ["training.train", "training.evaluate", "training.pipeline", "scoring.cli"]
+)
 def test_every_cli_help_documents_every_flag(module):
     import importlib
 
@@ -169,8 +171,11 @@ def test_the_help_check_catches_an_undocumented_flag():
     sub = parser.add_subparsers(dest="command").add_parser("run", help="run the thing")
     sub.add_argument("--hidden", help=argparse.SUPPRESS)
     sub.add_argument("path", help="where to run")
-    assert undocumented_arguments(parser) == ["--bare: no help text", "--terse: no help text",
-                                              "run --hidden: no help text"]
+    assert undocumented_arguments(parser) == [
+        "--bare: no help text",
+        "--terse: no help text",
+        "run --hidden: no help text",
+    ]
 
 
 def test_train_cli_reports_bad_data_without_traceback(tmp_path):
