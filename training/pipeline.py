@@ -572,7 +572,11 @@ def make_gold(
 
 
 # -- command line ---------------------------------------------------------------------------------
-GOLD_DEFAULT = Path(os.environ.get("SENTIMENT_GOLD_FILE", "data/gold.csv"))
+def gold_default() -> Path:
+    """Return the gold set path: $SENTIMENT_GOLD_FILE (read when the parser is built) or data/gold.csv."""
+    return Path(os.environ.get("SENTIMENT_GOLD_FILE", "data/gold.csv"))
+
+
 DATA_DIR_HELP = (
     "where the base training files named in the production config live "
     "(default: $SENTIMENT_DATA_DIR or ../shared/data/imdb)"
@@ -625,7 +629,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
     r.add_argument(
         "--gold",
         type=Path,
-        default=GOLD_DEFAULT,
+        default=gold_default(),
         help="frozen labelled evaluation file, never trained on (default: $SENTIMENT_GOLD_FILE)",
     )
     r.add_argument("--data-dir", type=Path, default=None, help=DATA_DIR_HELP)
@@ -688,7 +692,7 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
         help="refuse a candidate that changes the label of more than this share of the sampled traffic "
         "(not set: the shadow evaluation only reports)",
     )
-    drift_check.add_traffic_arguments(r, GOLD_DEFAULT)
+    drift_check.add_traffic_arguments(r, gold_default())
 
 
 def add_drift_command(sub: argparse._SubParsersAction) -> None:
@@ -703,7 +707,7 @@ def add_drift_command(sub: argparse._SubParsersAction) -> None:
         "reference texts vs window). Writes report.json, report.md and drift.png; exits 1 when any "
         "check exceeds its threshold.",
     )
-    drift_check.add_traffic_arguments(d, GOLD_DEFAULT)
+    drift_check.add_traffic_arguments(d, gold_default())
     d.add_argument(
         "--model-version", type=version_number_arg, default=None, help="version to check; not set: production"
     )
@@ -724,7 +728,7 @@ def add_other_commands(sub: argparse._SubParsersAction) -> None:
         "status", help="print production, pool, quarantine, gold overlaps, last test and floor (JSON)"
     )
     s.add_argument(
-        "--gold", type=Path, default=GOLD_DEFAULT, help="gold set to check overlaps and the floor against"
+        "--gold", type=Path, default=gold_default(), help="gold set to check overlaps and the floor against"
     )
     s.add_argument(
         "--data-dir", type=Path, default=None, help=DATA_DIR_HELP + "; used to rebuild old lineage"
