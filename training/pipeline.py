@@ -288,7 +288,7 @@ def judge(
             floor=FloorReference(floor["version"], floor["accuracy"], floor["rows"]) if floor else None,
         ),
         options.policy,
-        [*options.extra_checks, shadow.gate_check(registry, name, options.shadow, data.held_out)],
+        [shadow.gate_check(registry, name, options.shadow, data.held_out), *options.extra_checks],
     )
     promote, reason = gate.promote, gate.reason
     if options.force_promote and not promote:

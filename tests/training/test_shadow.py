@@ -20,15 +20,18 @@ def frame(n: int, start: int = 0) -> pd.DataFrame:
 
 
 def test_only_feedback_files_are_split_and_the_split_is_reproducible():
-    rows = {"a": frame(1000), "b": frame(300, start=5000)}
-    files = {"a": "/drop/feedback-20260101T000000000-h-1-000001.jsonl", "b": "/drop/extra.csv"}
-    train, held = shadow.split_feedback(rows, files, 0.2)
-    assert len(train["b"]) == 300  # a hand-made drop file is trained on whole
-    assert len(held) + len(train["a"]) == 1000 and 150 < len(held) < 250
-    assert not set(held.texts) & set(train["a"]["text"])
-    again_train, again_held = shadow.split_feedback(rows, files, 0.2)
+    feedback = frame(1000).assign(file="feedback-20260101T000000000-h-1-000001.jsonl")
+    manual = frame(300, start=5000).assign(file="extra.csv")
+    rows = pd.concat([feedback, manual], ignore_index=True)
+    train, held = shadow.split_feedback(rows, 0.2)
+    assert (train["file"] == "extra.csv").sum() == 300  # a hand-made drop file is trained on whole
+    assert len(held) + (train["file"] != "extra.csv").sum() == 1000 and 150 < len(held) < 250
+    assert not set(held.texts) & set(train["text"])
+    again_train, again_held = shadow.split_feedback(rows, 0.2)
     assert again_held.texts == held.texts and again_held.labels.tolist() == held.labels.tolist()
-    assert shadow.split_feedback(rows, files, 0.0) == (rows, None)
+    unchanged, none = shadow.split_feedback(rows, 0.0)
+    assert none is None and unchanged is rows
+    assert shadow.split_feedback(manual, 0.2)[1] is None
 
 
 class Fixed:
