@@ -376,9 +376,9 @@ def replaces_quick(candidate: dict, production: dict | None) -> tuple[bool, str]
     A quick model is a placeholder: any full model that passed the training run's own checks
     (runtime parity, finite validation metrics) replaces it. Their validation numbers are not
     compared: they come from different splits of different sizes (the quick and full presets hold
-    out 1,000 and 2,500 reviews), so the comparison would mostly measure noise; both are logged. A
-    full production version is never replaced here (that is ``retrain``'s gold-set gate), and a
-    quick model never replaces anything.
+    out 500 and 1,250 calibration reviews), so the comparison would mostly measure noise; both are
+    logged. A full production version is never replaced here (that is ``retrain``'s gold-set
+    gate), and a quick model never replaces anything.
     """
     metrics = candidate.get("metrics", {})
     values = [metrics.get("accuracy"), metrics.get("ece")]
