@@ -106,7 +106,18 @@ def assert_registry_complete(registry: Registry, versions: list[int], production
     assert leftovers == []
 
 
-def test_quick_model_first_full_model_later_without_restart_and_clean_stops(tmp_path):
+@pytest.fixture
+def scripts():
+    """Yield a list to put every started RunSh in; kill the process group of any still running after."""
+    started: list[RunSh] = []
+    yield started
+    for script in started:
+        if script.process is not None and group_pids(script.process.pid):
+            os.killpg(script.process.pid, signal.SIGKILL)  # a failed test must not leave a server behind
+            script.process.wait(timeout=30)
+
+
+def test_quick_model_first_full_model_later_without_restart_and_clean_stops(tmp_path, scripts):
     port = free_port()
     registry = Registry(tmp_path / "models")
     env = {
@@ -126,6 +137,7 @@ def test_quick_model_first_full_model_later_without_restart_and_clean_stops(tmp_
 
     # 1. Empty registry: the quick model answers; SIGTERM while the full one trains stops everything.
     first = RunSh(env, port, tmp_path / "first.out").start()
+    scripts.append(first)
     first_200_s = first.wait_for(first.predicts, STARTUP_S, "first 200 from /v1/predict")
     model = first.model()
     assert (model["version"], model["quick"], model["preset"]) == (1, True, "tiny")
@@ -140,6 +152,7 @@ def test_quick_model_first_full_model_later_without_restart_and_clean_stops(tmp_
 
     # 2. Rerun: serves the quick model present at once, trains the full one again, switches to it.
     second = RunSh(env, port, tmp_path / "second.out").start()
+    scripts.append(second)
     second_200_s = second.wait_for(second.predicts, STARTUP_S, "first 200 on the rerun")
     assert "version 1 (quick model) already in the registry" in second.log()
     stop, answers = threading.Event(), []
