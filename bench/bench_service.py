@@ -322,7 +322,7 @@ class Server:
         wanted = (
             "sentiment_batch_size_sum",
             "sentiment_batch_size_count",
-            "sentiment_inference_duration_seconds_sum",
+            "sentiment_inference_cpu_seconds_total",
         )
         values = dict.fromkeys(wanted, 0.0)
         for line in text.splitlines():
@@ -509,7 +509,7 @@ def run_level(
         server_cpu_cores=cpu / result["seconds"],
         mean_batch=sums["sentiment_batch_size_sum"] / max(1.0, sums["sentiment_batch_size_count"]),
         outside_model_us_per_request=1e6
-        * (cpu - sums["sentiment_inference_duration_seconds_sum"])
+        * (cpu - sums["sentiment_inference_cpu_seconds_total"])
         / max(1, result["requests"]),
     )
     return result
@@ -632,8 +632,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"RSS per worker after the whole bench: {rss} MiB")
     print(
-        "srv CPU is in cores (1.00 = one core busy); 'outside model' = worker CPU minus the time of the "
-        "model calls (sentiment_inference_duration_seconds), per request."
+        "srv CPU is in cores (1.00 = one core busy); 'outside model' = worker CPU minus the CPU time of the "
+        "model calls (sentiment_inference_cpu_seconds_total), per request."
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,17 +1,19 @@
 """How texts are grouped into model calls: the one place that decides it, for every consumer.
 
-A recurrent model's call on a right-padded ``(batch, length)`` matrix costs about
+A recurrent model's call on a right-padded ``(batch, length)`` matrix costs, for each batch size
+``B``, about a straight line in the padded length ``T``:
 
-    seconds = fixed + per_step * length + per_token * batch * length
+    seconds(B, T) = intercept[B] + slope[B] * T
 
-``fixed`` is the call's overhead, ``per_step`` the sequential cost of one time step whatever
-the batch (what batching amortises), ``per_token`` the work per padded token (what padding
-wastes). Which effect wins depends on the machine: on a CPU core ``per_token`` dominates and
-small batches of equal-length texts pay; on a GPU ``per_step`` dominates and large batches do.
-So the three numbers are *measured* on the machine that serves (:meth:`CostModel.measure`, at
-warm-up), never tuned constants, and :func:`plan_batches` cuts any set of texts into the
-length-sorted groups that minimise the predicted total time, within ``max_batch_size`` texts and
-``max_batch_tokens`` padded tokens per call (Hugging Face TEI's ``--max-batch-tokens``).
+``intercept`` is the call's overhead; ``slope[B] / B`` is the cost of one padded token at that
+batch size. Batching amortises the sequential per-step work, padding wastes per-token work, and
+which effect wins depends on the machine and on ``B`` itself: on a CPU core the cost per token
+falls from batch 1 to a few texts and *rises again* for large batches (their working set leaves
+the caches), on a GPU it keeps falling. So the lines are *measured* on the machine that serves
+(:meth:`CostModel.measure`, at warm-up: a few lengths at batch sizes 1, 2, 4, ... up to
+``max_batch_size``), never tuned constants, and :func:`plan_batches` cuts any set of texts into
+the length-sorted groups that minimise the predicted total time, within ``max_batch_size`` texts
+and ``max_batch_tokens`` padded tokens per call (Hugging Face TEI's ``--max-batch-tokens``).
 
 The service's batcher, the batch scorer and ``training.evaluate`` all score through
 :meth:`inference.predictor.Predictor.logits_for_ids` or the batcher's ``plan`` hook, both of
@@ -29,22 +31,68 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: Shapes timed by :meth:`CostModel.measure`: a few batch sizes × a few lengths.
-PROBE_BATCHES = (1, 8, 32)
-PROBE_LENGTHS = (16, 96, 384)
+#: Lengths timed by :meth:`CostModel.measure` at every probed batch size (capped at max_len).
+PROBE_LENGTHS = (16, 64, 256)
+
+
+def probe_batches(max_batch_size: int) -> list[int]:
+    """Return the batch sizes to time: powers of two up to ``max_batch_size``, and it."""
+    sizes, b = [], 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    return [*sizes, max_batch_size]
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """Predicted seconds of one model call on a padded ``(batch, length)`` matrix."""
+    """Predicted seconds of one model call: for each batch size, a line in the padded length.
 
-    fixed_s: float
-    per_step_s: float
-    per_token_s: float
+    ``intercepts[b]`` and ``slopes[b]`` describe batch size ``b`` (index 0 is unused). Beyond the
+    largest batch size described, a call is predicted to cost the largest one's time per text.
+    """
+
+    intercepts: tuple[float, ...]
+    slopes: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.intercepts) != len(self.slopes) or len(self.slopes) < 2:
+            raise ValueError("a cost model needs one intercept and one slope per batch size >= 1")
+        object.__setattr__(self, "_lines", {})  # max_batch_size -> arrays, built once
+
+    @classmethod
+    def linear(cls, fixed_s: float, per_step_s: float, per_token_s: float, max_batch: int = 256) -> CostModel:
+        """Return the textbook model ``fixed + per_step * T + per_token * B * T`` (tests, defaults)."""
+        b = np.arange(max_batch + 1)
+        return cls(tuple(np.full(max_batch + 1, fixed_s)), tuple(per_step_s + per_token_s * b))
+
+    @property
+    def max_batch(self) -> int:
+        """Return the largest batch size the lines describe."""
+        return len(self.slopes) - 1
 
     def seconds(self, batch: int, length: int) -> float:
         """Return the predicted duration of one call."""
-        return self.fixed_s + self.per_step_s * length + self.per_token_s * batch * length
+        if batch <= self.max_batch:
+            return self.intercepts[batch] + self.slopes[batch] * length
+        top = self.max_batch
+        return (self.intercepts[top] + self.slopes[top] * length) * batch / top
+
+    def lines(self, max_batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (intercepts, slopes) arrays for batch sizes 0..max_batch_size (vectorised plans)."""
+        cached = self._lines.get(max_batch_size)
+        if cached is None:
+            b = np.arange(max_batch_size + 1)
+            top = self.max_batch
+            inner = np.minimum(b, top)
+            scale = np.maximum(b / top, 1.0)
+            cached = (np.asarray(self.intercepts)[inner] * scale, np.asarray(self.slopes)[inner] * scale)
+            self._lines[max_batch_size] = cached
+        return cached
+
+    def per_text_ms(self, length: int, batches: Sequence[int]) -> str:
+        """Return a log line: predicted milliseconds per text at ``length`` for each batch size."""
+        return ", ".join(f"B={b}: {1e3 * self.seconds(b, length) / b:.3f}" for b in batches)
 
     @classmethod
     def measure(
@@ -52,40 +100,49 @@ class CostModel:
         run: Callable[[np.ndarray], object],
         *,
         max_len: int,
-        batches: Sequence[int] = PROBE_BATCHES,
+        max_batch_size: int = 64,
+        vocab_size: int = 3,
         lengths: Sequence[int] = PROBE_LENGTHS,
         repeats: int = 3,
     ) -> CostModel:
-        """Time ``run`` on padded id matrices of a few shapes and fit the three coefficients.
+        """Time ``run`` at a few lengths for each probed batch size; fit one line per size.
 
         Each shape keeps its fastest of ``repeats`` runs (the least disturbed by other work on
-        the machine). The fit is least squares with every coefficient kept non-negative.
+        the machine). Inputs are random ids below ``vocab_size`` (a fixed seed): a matrix of one
+        repeated id runs faster than text does. Each line is a least-squares fit with a non-negative intercept and a
+        positive slope; sizes between probed ones are interpolated linearly.
         """
-        rows, seconds = [], []
-        for length in sorted({min(max(1, n), max_len) for n in lengths}):
-            for batch in batches:
-                ids = np.full((batch, length), 2, dtype=np.int64)  # id 2: the most frequent word
+        batches = probe_batches(max_batch_size)
+        probe_lengths = sorted({min(max(1, n), max_len) for n in lengths})
+        fitted: dict[int, tuple[float, float]] = {}
+        rng = np.random.default_rng(0)
+        for batch in batches:
+            seconds = []
+            for length in probe_lengths:
+                ids = rng.integers(2, max(vocab_size, 3), size=(batch, length), dtype=np.int64)
                 run(ids)  # the first run of a shape allocates; do not time it
                 best = float("inf")
                 for _ in range(repeats):
                     started = time.perf_counter()
                     run(ids)
                     best = min(best, time.perf_counter() - started)
-                rows.append((1.0, float(length), float(batch * length)))
                 seconds.append(best)
-        model = cls(*_fit_non_negative(np.asarray(rows), np.asarray(seconds)))
+            fitted[batch] = _fit_line(np.asarray(probe_lengths, dtype=np.float64), np.asarray(seconds))
+        sizes = np.arange(max_batch_size + 1)
+        known = np.asarray(batches, dtype=np.float64)
+        intercepts = np.interp(sizes, known, [fitted[b][0] for b in batches])
+        slopes = np.interp(sizes, known, [fitted[b][1] for b in batches])
+        model = cls(tuple(intercepts), tuple(slopes))
         log.info(
-            "batch cost model: %.3f ms per call + %.2f us per step + %.3f us per padded token",
-            1e3 * model.fixed_s,
-            1e6 * model.per_step_s,
-            1e6 * model.per_token_s,
+            "batch cost model, predicted ms per text at 128 tokens: %s",
+            model.per_text_ms(128, batches),
         )
         return model
 
 
 #: Used until a model's own cost was measured (a tiny test model, or before warm-up): the
 #: shape of what a 2-core x86 box measured for the full model, only its ratios matter.
-DEFAULT_COST = CostModel(fixed_s=1e-4, per_step_s=2e-6, per_token_s=1e-6)
+DEFAULT_COST = CostModel.linear(fixed_s=1e-4, per_step_s=2e-6, per_token_s=1e-6)
 
 
 @dataclass(frozen=True)
@@ -117,14 +174,15 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[np.ndarray
     if n == 1:
         return [order]
     sorted_lens = lens[order].astype(np.float64)
-    cost = policy.cost
+    intercepts, slopes = policy.cost.lines(policy.max_batch_size)
     best = np.zeros(n + 1)
     cut = np.zeros(n + 1, dtype=np.int64)
     for end in range(1, n + 1):
         longest = sorted_lens[end - 1]
         fits = max(1, min(policy.max_batch_size, int(policy.max_batch_tokens // longest)))
         starts = np.arange(max(0, end - fits), end)
-        totals = best[starts] + cost.fixed_s + longest * (cost.per_step_s + cost.per_token_s * (end - starts))
+        sizes = end - starts
+        totals = best[starts] + intercepts[sizes] + slopes[sizes] * longest
         k = int(np.argmin(totals))
         best[end], cut[end] = totals[k], starts[k]
     groups = []
@@ -137,17 +195,16 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[np.ndarray
     return groups
 
 
-def _fit_non_negative(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Least squares ``x @ c ≈ y`` with ``c >= 0`` (drop negative coefficients and refit)."""
-    active = np.ones(x.shape[1], dtype=bool)
-    coef = np.zeros(x.shape[1])
-    for _ in range(x.shape[1]):
-        coef[:] = 0.0
-        coef[active] = np.linalg.lstsq(x[:, active], y, rcond=None)[0]
-        if (coef >= 0).all():
-            break
-        active &= coef > 0
-    coef = np.maximum(coef, 0.0)
-    if coef[2] <= 0:  # padding must never look free, or every plan would be one padded call
-        coef[2] = max(float(np.min(y / x[:, 2])) * 1e-3, 1e-12)
-    return float(coef[0]), float(coef[1]), float(coef[2])
+def _fit_line(lengths: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
+    """Least squares ``seconds ≈ a + b * length`` with ``a >= 0`` and ``b > 0``.
+
+    A noisy machine can measure nonsense (longer inputs faster); padding must never look free,
+    or every plan would be one padded call.
+    """
+    b, a = np.polyfit(lengths, seconds, 1)
+    if a < 0:
+        a, b = 0.0, float(np.dot(lengths, seconds) / np.dot(lengths, lengths))
+    if b <= 0:
+        b = max(float(np.min(seconds / lengths)) * 1e-3, 1e-12)
+        a = max(float(np.mean(seconds - b * lengths)), 0.0)
+    return float(a), float(b)

@@ -136,7 +136,12 @@ class Predictor:
     def measure_cost(self) -> CostModel:
         """Time this runtime on this machine and plan batches with the result from now on."""
         with self._cost_lock:
-            cost = CostModel.measure(self.backend.logits, max_len=self.vocabulary.max_len)
+            cost = CostModel.measure(
+                self.backend.logits,
+                max_len=self.vocabulary.max_len,
+                max_batch_size=self.policy.max_batch_size,
+                vocab_size=len(self.vocabulary),
+            )
             self.policy = dataclasses.replace(self.policy, cost=cost)
             self._cost_measured = True
         return cost

@@ -58,7 +58,7 @@ class BatcherClosed(BatcherError):
 class BatchObserver(Protocol):
     """Receives batching statistics (the metrics layer implements it)."""
 
-    def observe_batch(self, size: int, seconds: float) -> None: ...
+    def observe_batch(self, size: int, seconds: float, cpu_seconds: float) -> None: ...
 
     def observe_queue_wait(self, seconds: float) -> None: ...
 
@@ -66,7 +66,7 @@ class BatchObserver(Protocol):
 
 
 class _NullObserver:
-    def observe_batch(self, size: int, seconds: float) -> None:
+    def observe_batch(self, size: int, seconds: float, cpu_seconds: float) -> None:
         pass
 
     def observe_queue_wait(self, seconds: float) -> None:
@@ -336,7 +336,7 @@ class DynamicBatcher(Generic[Item, Result]):
 
     def _run_group(self, slots: list[tuple[_Request, int]], batch: list[Any]) -> None:
         """Call predict once and deliver each result to its request (the slots, in order)."""
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
             results = list(self._predict(batch))
             if len(results) != len(batch):
@@ -353,7 +353,9 @@ class DynamicBatcher(Generic[Item, Result]):
                 req.fail(exc)
             return
         try:
-            self._observer.observe_batch(len(batch), time.perf_counter() - started)
+            self._observer.observe_batch(
+                len(batch), time.perf_counter() - started, time.thread_time() - started_cpu
+            )
         except Exception:  # noqa: BLE001 - losing a metric must not lose the batch's results
             log.exception("could not record batch metrics")
         scored: dict[_Request, int] = {}

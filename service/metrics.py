@@ -66,6 +66,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.inference_cpu = Counter(
+            "sentiment_inference_cpu_seconds",
+            "CPU seconds the batcher thread spent in model calls (its own CPU clock: padding, the "
+            "runtime on that thread, calibration); worker CPU minus this is the request path's cost.",
+            registry=r,
+        )
         self.queue_wait = Histogram(
             "sentiment_queue_wait_seconds",
             "Seconds a request waits in the queue before batching.",
@@ -98,10 +104,11 @@ class Metrics:
         )
 
     # -- observer interfaces -------------------------------------------------------------------
-    def observe_batch(self, size: int, seconds: float) -> None:
-        """Record one model call."""
+    def observe_batch(self, size: int, seconds: float, cpu_seconds: float) -> None:
+        """Record one model call: its size, wall time and the CPU time of the thread that made it."""
         self.batch_size.observe(size)
         self.inference_latency.observe(seconds)
+        self.inference_cpu.inc(max(cpu_seconds, 0.0))
 
     def observe_queue_wait(self, seconds: float) -> None:
         """Record how long a request waited before its first batch."""

@@ -14,8 +14,8 @@ from inference.batching import BatchPolicy, CostModel, plan_batches
 from inference.predictor import Predictor
 from registry.store import Registry
 
-CPU_LIKE = CostModel(fixed_s=1e-4, per_step_s=2e-6, per_token_s=1e-6)  # padding is what costs
-GPU_LIKE = CostModel(fixed_s=1e-4, per_step_s=5e-5, per_token_s=1e-9)  # steps are what cost
+CPU_LIKE = CostModel.linear(fixed_s=1e-4, per_step_s=2e-6, per_token_s=1e-6)  # padding is what costs
+GPU_LIKE = CostModel.linear(fixed_s=1e-4, per_step_s=5e-5, per_token_s=1e-9)  # steps are what cost
 
 
 def plan_cost(lengths: list[int], groups, cost: CostModel) -> float:
@@ -76,29 +76,44 @@ def test_bounds_hold_and_an_overlong_text_runs_alone() -> None:
     assert plan_batches([], policy) == []
 
 
-def test_cost_model_recovers_known_coefficients(monkeypatch) -> None:
-    truth = CostModel(fixed_s=3e-4, per_step_s=7e-6, per_token_s=2e-7)
+def fake_clock(monkeypatch, seconds) -> callable:
+    """Return a model ``run`` that advances a fake clock by ``seconds(batch, length)``."""
     clock = [0.0]
     monkeypatch.setattr(batching.time, "perf_counter", lambda: clock[0])
 
     def run(ids: np.ndarray) -> None:
-        clock[0] += truth.seconds(*ids.shape)
+        clock[0] += seconds(*ids.shape)
 
-    fitted = CostModel.measure(run, max_len=600)
-    assert fitted.fixed_s == pytest.approx(truth.fixed_s, rel=1e-6)
-    assert fitted.per_step_s == pytest.approx(truth.per_step_s, rel=1e-6)
-    assert fitted.per_token_s == pytest.approx(truth.per_token_s, rel=1e-6)
+    return run
 
 
-def test_cost_model_keeps_coefficients_non_negative(monkeypatch) -> None:
-    clock = [0.0]
-    monkeypatch.setattr(batching.time, "perf_counter", lambda: clock[0])
+def test_cost_model_recovers_known_lines(monkeypatch) -> None:
+    truth = CostModel.linear(fixed_s=3e-4, per_step_s=7e-6, per_token_s=2e-7)
+    fitted = CostModel.measure(fake_clock(monkeypatch, truth.seconds), max_len=600, max_batch_size=48)
+    assert fitted.max_batch == 48
+    for batch in (1, 2, 3, 8, 20, 48):  # probed (powers of two, 48) and interpolated sizes
+        for length in (5, 100, 600):
+            assert fitted.seconds(batch, length) == pytest.approx(truth.seconds(batch, length), rel=1e-6)
 
-    def run(ids: np.ndarray) -> None:  # cheaper for longer inputs: nonsense a noisy box can measure
-        clock[0] += 1e-3 - 1e-7 * ids.shape[1]
 
-    fitted = CostModel.measure(run, max_len=600)
-    assert min(fitted.fixed_s, fitted.per_step_s) >= 0 and fitted.per_token_s > 0
+def test_plans_follow_a_cost_per_token_that_rises_with_batch_size(monkeypatch) -> None:
+    """A CPU whose cost per token falls to batch 4 and rises beyond (caches): groups stay small."""
+
+    def cpu(batch: int, length: int) -> float:
+        per_token = 5e-6 * (1.0 if batch == 1 else 0.75 if batch <= 4 else 0.75 + 0.02 * (batch - 4))
+        return 2e-5 + per_token * batch * length
+
+    fitted = CostModel.measure(fake_clock(monkeypatch, cpu), max_len=600, max_batch_size=64)
+    groups = plan_batches([150] * 64, BatchPolicy(max_batch_size=64, cost=fitted))
+    assert {len(g) for g in groups} <= {3, 4, 5}, [len(g) for g in groups]
+    linear = CostModel.linear(fixed_s=2e-5, per_step_s=0.0, per_token_s=4e-6)  # one line for all sizes
+    assert len(plan_batches([150] * 64, BatchPolicy(max_batch_size=64, cost=linear))) == 1
+
+
+def test_cost_model_keeps_lines_sane_on_nonsense_timings(monkeypatch) -> None:
+    # cheaper for longer inputs: nonsense a noisy box can measure
+    fitted = CostModel.measure(fake_clock(monkeypatch, lambda b, t: 1e-3 - 1e-7 * t), max_len=600)
+    assert min(fitted.intercepts[1:]) >= 0 and min(fitted.slopes[1:]) > 0
 
 
 def test_scores_do_not_depend_on_the_group_a_text_lands_in(fake_registry: Registry) -> None:

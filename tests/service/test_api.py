@@ -138,6 +138,8 @@ def test_metrics_endpoint(client):
     ):
         assert name in text
     assert 'sentiment_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0' in text
+    cpu = re.search(r"^sentiment_inference_cpu_seconds_total (\S+)$", text, re.MULTILINE)
+    assert cpu and float(cpu.group(1)) > 0, "the model call's CPU time is counted"
     assert "sentiment_batch_size_sum 3.0" in text
 
 

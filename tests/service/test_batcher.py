@@ -35,7 +35,7 @@ class Observer:
         self.waits: list[float] = []
         self.depths: list[int] = []
 
-    def observe_batch(self, size: int, seconds: float) -> None:
+    def observe_batch(self, size: int, seconds: float, cpu_seconds: float) -> None:
         self.sizes.append(size)
 
     def observe_queue_wait(self, seconds: float) -> None:
@@ -236,7 +236,7 @@ def test_invalid_arguments_are_refused():
 
 def test_observer_failure_does_not_kill_the_batching_thread(make_batcher):
     class Broken(Observer):
-        def observe_batch(self, size: int, seconds: float) -> None:
+        def observe_batch(self, size: int, seconds: float, cpu_seconds: float) -> None:
             raise OSError("metrics directory full")
 
     batcher = make_batcher(Recorder(), observer=Broken())
