@@ -74,7 +74,7 @@ class Settings:
         metadata=_doc("Per-request deadline from arrival; a request past it gets 504.", minimum=1),
     )
     max_texts_per_request: int = field(
-        default=256, metadata=_doc("Most texts in one request body; more gets 413.", minimum=1)
+        default=64, metadata=_doc("Most texts in one request body; more gets 413.", minimum=1)
     )
     max_text_chars: int = field(
         default=20000,
