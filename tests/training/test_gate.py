@@ -200,3 +200,22 @@ def test_what_the_gate_refuses(candidate, production, why):
 def test_anything_checked_may_fill_an_empty_production():
     assert replaces_quick(manifest(quick=True), None) == (True, "no production version yet")
     assert not replaces_quick(manifest(quick=True, parity=False), None)[0]
+
+
+# -- the README's gate table states the CLI's defaults ----------------------------------------------
+def test_the_readme_gate_table_states_each_flags_real_default():
+    """Users pick tolerances from the README table: each "`--flag` (default)" cell must be the real default."""
+    import re
+    from pathlib import Path
+
+    from training.pipeline import build_parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    retrain = next(a for a in build_parser()._actions if a.dest == "command").choices["retrain"]
+    defaults = {flag: action.default for action in retrain._actions for flag in action.option_strings}
+    cells = re.findall(r"^\| `[a-z_]+` \|.*\| `(--[a-z-]+)` \(([^)]+)\) \|$", readme, flags=re.M)
+    assert len(cells) >= 4, "the README's gate table moved: update this test"
+    for flag, stated in cells:
+        assert float(stated) == defaults[flag], (
+            f"README says {flag} defaults to {stated}, the CLI to {defaults[flag]}"
+        )
