@@ -1,6 +1,6 @@
 """Command-line plumbing every CLI shares: registry flags, the version type, logging, help texts.
 
-``training.train``, ``training.evaluate``, ``training.pipeline``, ``training.fetch`` and
+``training.train``, ``training.evaluate``, ``training.pipeline``, ``training.quickstart`` and
 ``python -m scoring`` all take their registry root and model name from here, so
 ``SENTIMENT_MODEL_DIR`` and ``SENTIMENT_MODEL_NAME`` are read in one place and mean the same
 everywhere. Only the standard library is imported: ``--help`` stays fast in every image.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from registry.cli import PRODUCTION, HelpFormatter, add_registry_arguments, version_arg
 from tests.conftest import PROJECT_ROOT
 
-CLIS = ["training.train", "training.evaluate", "training.pipeline", "training.fetch", "scoring"]
+#: Every command line that reads or writes the model registry (``training.fetch`` writes data only).
+REGISTRY_CLIS = ["training.train", "training.evaluate", "training.pipeline", "training.quickstart", "scoring"]
+CLIS = [*REGISTRY_CLIS, "training.fetch"]
 
 
 def _parser(**kwargs) -> argparse.ArgumentParser:
@@ -74,6 +77,18 @@ def test_every_cli_help_says_each_default_once_and_honours_the_registry_env(modu
         assert line.count("(default:") <= 1 and line.count("default:") <= 1, line
     if module != "training.fetch":  # fetch writes data, not models
         assert "$SENTIMENT_MODEL_DIR" in text
+
+
+@pytest.mark.parametrize("module", REGISTRY_CLIS)
+def test_every_registry_cli_takes_its_registry_and_model_from_the_environment(module, monkeypatch):
+    """Not only the help text: the parsed registry root and model name are the variables' values."""
+    monkeypatch.setenv("SENTIMENT_MODEL_DIR", "/srv/registry")
+    monkeypatch.setenv("SENTIMENT_MODEL_NAME", "reviews")
+    parser = importlib.import_module("scoring.cli" if module == "scoring" else module).build_parser()
+    actions = {a.dest: a for a in parser._actions}
+    root, name = actions["registry_root"], actions["model_name"]
+    assert str((root.type or str)(root.default)) == "/srv/registry"
+    assert name.default == "reviews"
 
 
 def test_the_plumbing_imports_neither_tensorflow_nor_flask():

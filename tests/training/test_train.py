@@ -153,7 +153,15 @@ def test_train_cli_help_documents_every_flag():
 
 
 @pytest.mark.parametrize(
-    "module", ["training.train", "training.evaluate", "training.pipeline", "scoring.cli"]
+    "module",
+    [
+        "training.train",
+        "training.evaluate",
+        "training.pipeline",
+        "training.quickstart",
+        "training.fetch",
+        "scoring.cli",
+    ],
 )
 def test_every_cli_help_documents_every_flag(module):
     import importlib
