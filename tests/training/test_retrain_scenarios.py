@@ -9,6 +9,8 @@ One story, shared by scenarios (a), (c), (d) and (e) to keep training to two run
    trained without the flipped rows, is promoted.
 
 Scenario (b) runs its own chain of candidates that each lose a little, until the floor stops it.
+The README's first-deployment path (make-gold, then production trained on the remainder) and a
+run judged on a one-class gold set (no ROC-AUC) run on their own copies too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from registry.store import Registry
 from tests.training.synthetic import reviews, write
 from training import pipeline
 from training.lineage import key_hashes, read_training_data, text_key
+from training.pool import Ledger
 
 pytestmark = pytest.mark.slow
 
@@ -259,3 +262,50 @@ def test_status_says_when_production_was_trained_on_the_gold_set(story, syntheti
         "method": "recorded",
     }
     assert status["floor"] is None  # no fair score on this gold set: no floor to show
+
+
+def test_the_first_deployment_path_trains_a_production_that_never_saw_the_gold_set(synthetic_world, tmp_path):
+    """README "First deployment": make-gold, train production on the remainder; status says 0 gold rows seen."""
+    from training import train
+
+    gold, rest = tmp_path / "gold.csv", tmp_path / "train-without-gold.csv"
+    made = cli(
+        "make-gold", "--source", synthetic_world.base, "--rows", 100, "--out", gold, "--remainder", rest
+    )
+    assert (made["gold_rows"], made["remainder_rows"]) == (100, 300)
+    models = tmp_path / "models"
+    argv = ["--preset", "tiny", "--sample", "none", "--train-file", str(rest), "--promote", "always"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert train.main([*argv, "--model-dir", str(models), "--data-dir", str(synthetic_world.root)]) == 0
+    status = cli("--model-dir", models, "status", "--gold", gold)
+    assert status["gold"]["overlap"]["production"] == {
+        "version": 1,
+        "gold_rows_trained_on": 0,
+        "gold_rows": 100,
+        "method": "recorded",
+    }
+    # The check can fail: production trained on the whole file (as ./run.sh does) saw every gold review.
+    leaky = synthetic_world.registry_copy(tmp_path / "leaky")
+    overlap = cli("--model-dir", leaky.root, "status", "--gold", gold)["gold"]["overlap"]["production"]
+    assert overlap["gold_rows_trained_on"] == 100
+
+
+def test_a_one_class_gold_set_completes_the_run_and_reports_roc_auc_as_n_a(synthetic_world, tmp_path):
+    """Issue #10 item 7 end to end: no ROC-AUC on a one-class gold set must not crash a published run."""
+    registry = synthetic_world.registry_copy(tmp_path / "models")
+    gold = pd.read_csv(synthetic_world.gold)
+    positive = tmp_path / "gold-positive.csv"
+    gold[gold["label"] == "pos"].to_csv(positive, index=False)
+    write(reviews(60, 31), tmp_path / "drop" / "new.csv")
+    printed = cli(
+        "--model-dir", registry.root, "retrain", "--new-data", tmp_path / "drop", "--gold", positive,
+        "--data-dir", synthetic_world.root, "--log-loss-tolerance", "0.05", "--floor-margin", "0.05",
+    )  # fmt: skip
+    report = json.loads((Path(printed["report_dir"]) / "report.json").read_text())
+    assert report["candidate_version"] == 2 and report["gold"]["rows"] == (gold["label"] == "pos").sum()
+    assert {m["roc_auc"] for m in report["gold"]["metrics"].values()} == {None}
+    assert "| roc_auc | n/a | n/a |" in (Path(printed["report_dir"]) / "report.md").read_text()
+    (run,) = Ledger(registry, "sentiment").runs()  # recorded: the run got past its report
+    assert run[1]["candidate_version"] == 2
+    status = cli("--model-dir", registry.root, "status", "--gold", positive)
+    assert status["last_run"]["run_id"] == report["run_id"]
