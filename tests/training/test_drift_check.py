@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench import drift_false_alarms
 from bench.drift_false_alarms import product_reviews
 from tests.conftest import DATA_DIR
 from training.config import preset
@@ -97,6 +98,21 @@ def test_the_cli_flags_product_reviews_and_stays_quiet_on_fresh_imdb(
     assert report["reference"]["source"] == "drift_reference.json of version 1"  # saved at training time
     assert (tmp_path / "products" / "drift.png").stat().st_size > 1000
     assert "DRIFT" in (tmp_path / "products" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_false_alarm_bench_counts_quiet_imdb_windows_and_flagged_product_windows(trained_registry):
+    """bench/drift_false_alarms.py measures the rates the README reports: run it small, check its counting."""
+    result = drift_false_alarms.run(trained_registry.root, resamples=3, window=500, data_dir=DATA_DIR)
+    assert result["version"] == 1 and result["resamples"] == 3 and result["window"] == 500
+    assert len(result["imdb"]) == len(result["products"]) == 3
+    assert result["false_alarm_rate"] == sum(w["drift"] for w in result["imdb"]) / 3
+    assert result["detection_rate"] == sum(w["drift"] for w in result["products"]) / 3
+    # The README's margins are wide (0 of 30 / 30 of 30 at these sizes): three windows of each agree.
+    assert (result["false_alarm_rate"], result["detection_rate"]) == (0.0, 1.0), result
+    assert all(w["domain_auc"] < 0.7 for w in result["imdb"]) and all(
+        w["domain_auc"] > 0.9 for w in result["products"]
+    )
 
 
 def test_a_version_without_any_reference_is_a_clear_error(fake_registry, tmp_path, caplog):
