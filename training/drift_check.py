@@ -127,7 +127,8 @@ class DriftChecker:
             ), f"{DRIFT_REFERENCE_FILE} of version {self.version}"
         if not self.reference_texts:
             raise DataError(
-                f"version {self.version} has no {DRIFT_REFERENCE_FILE} (trained before drift references existed) "
+                f"version {self.version} has no {DRIFT_REFERENCE_FILE} "
+                "(trained before drift references existed) "
                 "and no reference texts were found: pass --reference FILE (e.g. the gold set)"
             )
         log.warning(
@@ -142,7 +143,7 @@ class DriftChecker:
         )
 
     def domain_auc(self, window: Sequence[str]) -> tuple[float | None, str]:
-        """Return the domain-classifier AUC of reference texts vs ``window`` (None if impossible) and a note."""
+        """Return the domain-classifier AUC of reference vs ``window`` texts (None if impossible), a note."""
         if self.vectors is None or self.reference_texts is None:
             return None, self.auc_note
         rng = np.random.default_rng(self.seed)

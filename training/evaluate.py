@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the CLI parser."""
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description="Evaluate a model version on a labelled CSV/Parquet/JSONL file or aclImdb folder/archive; "
+        description="Evaluate a model version on a labelled CSV/Parquet/JSONL file or aclImdb "
+        "folder/archive; "
         "prints metrics JSON (accuracy, precision, recall, F1, ROC-AUC, log loss, ECE before and "
         "after temperature scaling, confusion matrix) and writes a Markdown report with plots.",
         formatter_class=HelpFormatter,

@@ -5,7 +5,7 @@ offline users pass a local archive or an extracted ``aclImdb`` folder instead. E
 result is ``train.csv.gz`` (25k labelled), ``train_unsup.csv.gz`` (50k unlabelled) and
 ``test.csv.gz`` (25k labelled, the official test split: evaluate on it, never tune on it).
 
-    python -m training.fetch                                  # download + verify + convert into $SENTIMENT_DATA_DIR
+    python -m training.fetch        # download + verify + convert into $SENTIMENT_DATA_DIR
     python -m training.fetch --source aclImdb_v1.tar.gz --dest data/imdb
 """
 

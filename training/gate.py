@@ -262,7 +262,7 @@ def check_finite(inputs: GateInputs, policy: Policy) -> Check:
 
 
 def check_accuracy(inputs: GateInputs, policy: Policy) -> Check:
-    """Refuse a candidate whose accuracy is lower than production's by more than the tolerance, with confidence."""
+    """Refuse a candidate whose accuracy is shown lower than production's by more than the tolerance."""
     comparison, why_not = _paired(inputs, policy)
     if comparison is None:
         return Check("accuracy_vs_production", inputs.production is None, why_not or "")
@@ -285,7 +285,7 @@ def check_accuracy(inputs: GateInputs, policy: Policy) -> Check:
 
 
 def check_log_loss(inputs: GateInputs, policy: Policy) -> Check:
-    """Refuse a candidate whose log loss is higher than production's by more than the tolerance, with confidence."""
+    """Refuse a candidate whose log loss is shown higher than production's by more than the tolerance."""
     comparison, why_not = _paired(inputs, policy)
     if comparison is None:
         return Check("log_loss_vs_production", inputs.production is None, why_not or "")
@@ -336,7 +336,8 @@ def check_floor(inputs: GateInputs, policy: Policy) -> Check:
     floor = inputs.floor.accuracy - policy.floor_margin
     ok = acc >= floor
     detail = (
-        f"accuracy {acc:.4f} {'>=' if ok else '<'} floor {floor:.4f} (best production v{inputs.floor.version} "
+        f"accuracy {acc:.4f} {'>=' if ok else '<'} floor {floor:.4f} "
+        f"(best production v{inputs.floor.version} "
         f"{inputs.floor.accuracy:.4f} minus margin {policy.floor_margin})"
     )
     return Check(

@@ -58,7 +58,7 @@ def read_training_data(version_dir: Path) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def reconstruct_training_keys(manifest: dict, data_dir: Path | None) -> np.ndarray | None:
-    """Return the key hashes of a version trained without a record, rebuilt from its config; None if impossible.
+    """Return the key hashes of a version trained without a record, rebuilt from its config (or None).
 
     Only plain training runs (not pipeline candidates, whose data included drop files) can be
     rebuilt, and only while the base file still has the sha256 recorded in the manifest.

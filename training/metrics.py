@@ -71,7 +71,7 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
 def cross_fitted_probabilities(
     labels: np.ndarray, logits: np.ndarray, folds: int = 2, seed: int = 0
 ) -> tuple[float, np.ndarray, list[float]]:
-    """Return the temperature fitted on all rows, and each row's probability under a temperature fitted without it.
+    """Return the temperature fitted on all rows, and each row's probability under one fitted without it.
 
     The first is the one to serve; the second gives honest (out-of-sample) calibration metrics,
     since no row is judged by a temperature it helped fit. Also returns the per-fold temperatures.

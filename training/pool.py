@@ -99,7 +99,8 @@ class Ledger:
                 "promoted": False,
                 "candidate_version": None,
                 "parent_version": None,
-                "reason": "ingested before the ledger existed (refused runs' rows were kept then): admit on purpose",
+                "reason": "ingested before the ledger existed (refused runs' rows were kept then): "
+                "admit on purpose",
                 "decided_at": time.time(),
             }
             log.warning(
@@ -251,8 +252,10 @@ def quarantine_file(path: Path, reason: str, run_id: str) -> Path:
         target = target_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{path.name}"
     reason_file = target.with_name(target.name + ".reason.txt")
     reason_file.write_text(
-        f"{path.name} was not used by retrain run {run_id} ({time.strftime('%Y-%m-%d %H:%M:%S')}):\n\n{reason}\n\n"
-        "Fix the file and put it back into the drop folder to have it ingested (the other files were used).\n",
+        f"{path.name} was not used by retrain run {run_id} ({time.strftime('%Y-%m-%d %H:%M:%S')}):"
+        f"\n\n{reason}\n\n"
+        "Fix the file and put it back into the drop folder to have it ingested "
+        "(the other files were used).\n",
         encoding="utf-8",
     )
     os.replace(path, target)

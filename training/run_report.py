@@ -16,7 +16,7 @@ METRICS = ("accuracy", "f1", "roc_auc", "ece", "log_loss")
 
 
 def fmt(value, digits: int = 4) -> str:
-    """Format a metric for people: fixed decimals, ``n/a`` when it is undefined (e.g. ROC-AUC on one class)."""
+    """Format a metric for people: fixed decimals, ``n/a`` when undefined (e.g. ROC-AUC on one class)."""
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
@@ -44,7 +44,7 @@ def plot_comparison(models: dict[str, dict], path: Path) -> None:
 
 
 def data_lines(data: dict) -> list[str]:
-    """Return the report's Data section: the training set's make-up, quarantines, relabels, gold rows left out."""
+    """Return the report's Data section: training set make-up, quarantines, relabels, gold rows left out."""
     lines: list[str] = []
     pool = data["pool"]
     lines += [
@@ -53,7 +53,8 @@ def data_lines(data: dict) -> list[str]:
         "",
         f"- **training set**: {data['rows']} rows = {data['base_rows']} base (`{data['base_file']}`) + "
         f"{data['pool_rows']} from {len(pool['pooled_runs_used'])} pooled runs + {data['new_rows']} new",
-        f"- **new files**: {len(data['new_files'])} ({data['new_rows_read']} rows read: {data['new_texts']} new "
+        f"- **new files**: {len(data['new_files'])} ({data['new_rows_read']} rows read: "
+        f"{data['new_texts']} new "
         f"texts, {data['duplicates']} duplicates, {data['relabelled']} relabelled)",
         f"- **gold overlap excluded from training**: {json.dumps(data['gold_excluded'])}",
         "- **quarantined runs** (not trained on; `python -m training.pipeline admit --run ID`): "

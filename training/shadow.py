@@ -104,7 +104,7 @@ def _is_feedback(path: str) -> bool:
 def gate_check(
     registry: Registry, name: str, options: ShadowOptions, feedback: LabelledData | None
 ) -> Callable[[GateInputs, Policy], Check]:
-    """Return the gate check ``shadow``: run the shadow evaluation, pass unless the disagreement cap is hit."""
+    """Return the gate check ``shadow``: the shadow evaluation, passing unless the disagreement cap is hit."""
 
     def shadow(inputs: GateInputs, policy: Policy) -> Check:
         result = run(registry, name, inputs.candidate_version, inputs.production_version, options, feedback)
@@ -202,7 +202,8 @@ def markdown(result: dict | None) -> list[str]:
         lines += [
             f"- **sampled traffic**: {traffic['texts']} texts; label agreement with production "
             f"**{traffic['agreement']:.1%}**, mean |score difference| {traffic['mean_abs_score_diff']:.3f}, "
-            f"score PSI {traffic['score_psi']:.3f}; positive share {traffic['positive_share']['production']:.1%}"
+            f"score PSI {traffic['score_psi']:.3f}; "
+            f"positive share {traffic['positive_share']['production']:.1%}"
             f" → {traffic['positive_share']['candidate']:.1%}"
         ]
     if "skipped" in feedback:
