@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import binomtest, norm
 
 from registry.artifact import is_quick
-from training.metrics import expected_calibration_error
+from training.metrics import PROBABILITY_EPS, expected_calibration_error
 
 #: Fewer gold rows than this that production never trained on: no fair comparison is possible.
 MIN_COMPARABLE_ROWS = 30
@@ -175,8 +175,8 @@ def min_detectable_difference(
 
 
 def row_log_losses(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Return each row's binary cross-entropy (probabilities clipped like :func:`log_loss`)."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    """Return each row's binary cross-entropy (clipped like ``training.metrics.log_loss``: same mean)."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), PROBABILITY_EPS, 1 - PROBABILITY_EPS)
     y = np.asarray(labels, dtype=np.float64)
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 

@@ -202,6 +202,15 @@ def test_anything_checked_may_fill_an_empty_production():
     assert not replaces_quick(manifest(quick=True, parity=False), None)[0]
 
 
+def test_per_row_log_losses_average_to_the_reported_log_loss():
+    """The gate's paired log-loss difference and the reported log loss are one quantity, clipping included."""
+    from training import gate, metrics
+
+    labels = np.array([1, 0, 1, 0, 1])
+    probs = np.array([1.0, 0.0, 0.0, 1.0, 0.3])  # two certain mistakes: only the clip keeps them finite
+    assert gate.row_log_losses(labels, probs).mean() == pytest.approx(metrics.log_loss(labels, probs))
+
+
 # -- the README's gate table states the CLI's defaults ----------------------------------------------
 def test_the_readme_gate_table_states_each_flags_real_default():
     """Users pick tolerances from the README table: each "`--flag` (default)" cell must be the real default."""
