@@ -35,19 +35,35 @@ class DataError(ValueError):
 
 @dataclass
 class LabelledData:
-    """Texts with 0/1 labels, where they came from, and what was skipped."""
+    """Texts with 0/1 labels, optional star ratings, where they came from, and what was skipped."""
 
     texts: list[str]
     labels: np.ndarray  # int8, 1 = positive
     source: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped
+    ratings: np.ndarray | None = None  # float 1-10 stars, NaN where unknown; None = no rating column
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: np.ndarray) -> "LabelledData":
         """Return the rows at ``index`` (same source)."""
-        return LabelledData([self.texts[i] for i in index], self.labels[index], self.source, dict(self.skipped))
+        ratings = None if self.ratings is None else self.ratings[index]
+        return LabelledData([self.texts[i] for i in index], self.labels[index], self.source, dict(self.skipped),
+                            ratings)
+
+    def ratings_or_unknown(self) -> np.ndarray:
+        """Return the ratings, NaN for every row when the source had none."""
+        return np.full(len(self), np.nan) if self.ratings is None else self.ratings
+
+    @classmethod
+    def concat(cls, parts: "list[LabelledData]", source: str) -> "LabelledData":
+        """Join several sets; ratings survive (NaN for rows of parts without them)."""
+        ratings = None
+        if any(p.ratings is not None for p in parts):
+            ratings = np.concatenate([p.ratings_or_unknown() for p in parts])
+        return cls([t for p in parts for t in p.texts], np.concatenate([p.labels for p in parts]), source,
+                   ratings=ratings)
 
 
 def default_data_dir() -> Path:
@@ -185,8 +201,12 @@ def load_labelled(
     label_column: str = "label",
     skip_bad_rows: bool = False,
     aclimdb_split: str = "train",
+    rating_column: str = "rating",
 ) -> LabelledData:
-    """Load a labelled file; fail (or skip and count) empty/non-text rows and unknown labels."""
+    """Load a labelled file; fail (or skip and count) empty/non-text rows and unknown labels.
+
+    A ``rating_column`` (1-10 stars, as in IMDB) is read when present; unreadable ratings become NaN.
+    """
     source = str(path)
     if is_aclimdb(path):
         frame = read_aclimdb(Path(path), (aclimdb_split,), polarities=("pos", "neg"))
@@ -214,11 +234,15 @@ def load_labelled(
         log.warning("%s: skipped %s", source, ", ".join(f"{n} rows with {k}" for k, n in skipped.items()))
     if not keep.any():
         raise DataError(f"{source}: no usable rows")
+    ratings = None
+    if rating_column in frame.columns:  # optional: star ratings let training cut short texts (short_texts.py)
+        ratings = pd.to_numeric(frame.loc[keep, rating_column], errors="coerce").to_numpy(dtype=np.float64)
     return LabelledData(
         texts=frame.loc[keep, text_column].tolist(),
         labels=labels[keep].to_numpy(dtype=np.int8),
         source=source,
         skipped=skipped,
+        ratings=ratings,
     )
 
 

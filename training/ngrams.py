@@ -213,3 +213,51 @@ def onnx_ngram_nodes(
         numpy_helper.from_array(np.array([2], dtype=i64), p + "minus1_axis"),
     ]
     return nodes, inits
+
+
+def fit_nbsvm(
+    sequences: Sequence[Sequence[int]],
+    labels: np.ndarray,
+    vocab_size: int,
+    buckets: int,
+    orders: Sequence[int],
+    *,
+    sample_weight: np.ndarray | None = None,
+    c: float = 1.0,
+    alpha: float = 1.0,
+) -> tuple[np.ndarray, float]:
+    """Fit NBSVM (logistic-regression flavour) on binarised n-grams; return (table [rows, 1], intercept).
+
+    The model is ``logit = sum over distinct n-grams of r_j * w_j + b`` (Wang & Manning 2012), so
+    the table the graph sums is ``r * w``; the padding row stays zero.
+    """
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    features = binary_features(sequences, vocab_size, buckets, orders)
+    ratios = nb_log_count_ratios(features, labels, alpha, sample_weight)
+    ratios[-1] = 0.0  # the padding key
+    regression = LogisticRegression(C=c, solver="liblinear", max_iter=300)
+    regression.fit(features @ sp.diags(ratios), labels, sample_weight=sample_weight)
+    table = (ratios * regression.coef_.ravel()).astype(np.float32).reshape(-1, 1)
+    return table, float(regression.intercept_[0])
+
+
+def fit_combination(branch_logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, float]:
+    """Weigh the branches' logits [N, k] on held-out data; return (weights [k], bias, cross-fitted accuracy).
+
+    A logistic regression on k inputs (Mesnil et al. 2015 combine NBSVM and neural scores this
+    way). The accuracy is 2-fold cross-fitted on the same rows, an honest estimate of what the
+    weights fitted on all rows give on unseen data.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    branch_logits = np.asarray(branch_logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    halves = np.array_split(np.random.default_rng(seed).permutation(len(labels)), 2)
+    correct = 0
+    for fit_on, test_on in (halves, halves[::-1]):
+        half = LogisticRegression(C=100.0).fit(branch_logits[fit_on], labels[fit_on])
+        correct += int(((half.decision_function(branch_logits[test_on]) > 0) == (labels[test_on] == 1)).sum())
+    full = LogisticRegression(C=100.0).fit(branch_logits, labels)
+    return full.coef_.ravel(), float(full.intercept_[0]), correct / len(labels)

@@ -11,8 +11,10 @@ Graph (B = batch, T = padded length, E = embedding dim, H = units, D = direction
       x         = Transpose(Gather(embedding, input_ids))       [T,B,E]
       Y, Y_h, _ = LSTM(x, W, R, B, sequence_lens=lengths)        [T,D,B,H], [D,B,H]
       features  = last: Y_h | mean/max/meanmax: masked pooling of Y over T
-      logit     = features @ dense_kernel + dense_bias           [B,1]
-      probability = Sigmoid(logit)                               [B,1]
+      [ngram    = sum of table[key] over the distinct hashed n-grams of input_ids   [B,1]   (ngrams.py)
+       features = Concat(features, ngram)]
+      logit     = features @ dense_kernel + dense_bias           [B,1]   raw (what the service reads)
+      probability = Sigmoid(logit / temperature)                 [B,1]   calibrated (what TF Serving returns)
 
 Only numpy and onnx are imported: no TensorFlow.
 """
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from training.ngrams import onnx_ngram_nodes, table_size
 
 OPSET = 17
 POOLINGS = ("last", "mean", "max", "meanmax")
@@ -44,9 +48,12 @@ class ClassifierWeights:
 
     embedding: np.ndarray  # [V, E]
     directions: list[LstmWeights]  # forward (, backward)
-    dense_kernel: np.ndarray  # [F, 1]
+    dense_kernel: np.ndarray  # [F, 1] (F = pooled LSTM features, + 1 for the n-gram score)
     dense_bias: np.ndarray  # [1]
     pooling: str
+    ngram_table: np.ndarray | None = None  # [V + buckets + 1, 1]; None = no n-gram branch
+    ngram_buckets: int = 0
+    ngram_orders: tuple[int, ...] = ()
 
 
 def _keras_to_onnx_gates(matrix: np.ndarray) -> np.ndarray:
@@ -55,10 +62,16 @@ def _keras_to_onnx_gates(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([i, o, f, c], axis=-1)
 
 
-def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
-    """Return a checked ONNX model computing ``logit`` and ``probability`` from ``input_ids``."""
+def build_onnx_model(weights: ClassifierWeights, temperature: float = 1.0) -> onnx.ModelProto:
+    """Return a checked ONNX model computing ``logit`` and calibrated ``probability`` from ``input_ids``.
+
+    ``temperature`` is baked into ``probability`` so that a runtime serving the graph as-is returns
+    calibrated probabilities; ``logit`` stays raw.
+    """
     if weights.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {weights.pooling!r}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     n_dir = len(weights.directions)
     hidden = weights.directions[0].recurrent_kernel.shape[0]
     f32 = np.float32
@@ -130,10 +143,20 @@ def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
             nodes.append(helper.make_node("Concat", pooled, ["features"], axis=1))
         else:
             nodes.append(helper.make_node("Identity", pooled, ["features"]))
+    features = "features"
+    if weights.ngram_table is not None:
+        vocab_size = weights.ngram_table.shape[0] - weights.ngram_buckets - 1
+        ngram_nodes, ngram_inits = onnx_ngram_nodes(weights.ngram_table, vocab_size, weights.ngram_buckets,
+                                                    weights.ngram_orders, mask="mask", output="ngram_score")
+        nodes += ngram_nodes + [helper.make_node("Concat", ["features", "ngram_score"], ["all_features"], axis=1)]
+        inits += ngram_inits
+        features = "all_features"
+    inits.append(numpy_helper.from_array(np.array(temperature, dtype=f32), "temperature"))
     nodes += [
-        helper.make_node("MatMul", ["features", "dense_kernel"], ["logit_nb"]),
+        helper.make_node("MatMul", [features, "dense_kernel"], ["logit_nb"]),
         helper.make_node("Add", ["logit_nb", "dense_bias"], ["logit"]),  # [B,1]
-        helper.make_node("Sigmoid", ["logit"], ["probability"]),
+        helper.make_node("Div", ["logit", "temperature"], ["calibrated_logit"]),
+        helper.make_node("Sigmoid", ["calibrated_logit"], ["probability"]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -152,9 +175,13 @@ def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
 
 
 def random_weights(
-    vocab_size: int, embed_dim: int, units: int, *, bidirectional: bool = True, pooling: str = "meanmax", seed: int = 0
+    vocab_size: int, embed_dim: int, units: int, *, bidirectional: bool = True, pooling: str = "meanmax", seed: int = 0,
+    ngram_buckets: int = 0, ngram_orders: tuple[int, ...] = (1, 2),
 ) -> ClassifierWeights:
-    """Return random weights of the right shapes (for tests of the graph and of consumers)."""
+    """Return random weights of the right shapes (for tests of the graph and of consumers).
+
+    ``ngram_buckets`` > 0 adds the n-gram branch (hashed n-grams into that many rows).
+    """
     rng = np.random.default_rng(seed)
     dirs = [
         LstmWeights(
@@ -164,11 +191,14 @@ def random_weights(
         )
         for _ in range(2 if bidirectional else 1)
     ]
-    features = units * len(dirs) * (2 if pooling == "meanmax" else 1)
+    features = units * len(dirs) * (2 if pooling == "meanmax" else 1) + (1 if ngram_buckets else 0)
     return ClassifierWeights(
         embedding=rng.normal(0, 0.5, (vocab_size, embed_dim)),
         directions=dirs,
         dense_kernel=rng.normal(0, 0.3, (features, 1)),
         dense_bias=np.zeros(1),
         pooling=pooling,
+        ngram_table=rng.normal(0, 0.2, (table_size(vocab_size, ngram_buckets), 1)) if ngram_buckets else None,
+        ngram_buckets=ngram_buckets,
+        ngram_orders=tuple(ngram_orders) if ngram_buckets else (),
     )

@@ -66,12 +66,18 @@ def _fmt(value) -> str:
 
 
 def write_report(out_dir: Path, title: str, evaluation: dict, *, history: list[dict] | None = None,
-                 context: dict | None = None) -> Path:
-    """Write metrics.json, PNG plots and report.md into ``out_dir``; return the Markdown path."""
+                 context: dict | None = None, sections: list[str] | None = None,
+                 extra_metrics: dict | None = None) -> Path:
+    """Write metrics.json, PNG plots and report.md into ``out_dir``; return the Markdown path.
+
+    ``sections`` are Markdown blocks (short texts, behaviour suite) placed before the plots;
+    ``extra_metrics`` join the evaluation in metrics.json.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in evaluation.items() if k != "curves"}
-    (out_dir / "metrics.json").write_text(json.dumps({**summary, "context": context or {}}, indent=2))
+    (out_dir / "metrics.json").write_text(json.dumps({**summary, **(extra_metrics or {}), "context": context or {}},
+                                                     indent=2))
     plots = []
     if history:
         plot_learning_curves(history, out_dir / "learning_curves.png")
@@ -101,6 +107,8 @@ def write_report(out_dir: Path, title: str, evaluation: dict, *, history: list[d
             lines.append(f"| {h['epoch']} | {h['phase']} | {h['lr']:.2e} | {h['loss']:.4f} | {h['accuracy']:.4f} | "
                          f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['seconds']:.0f} |")
         lines.append("")
+    for section in sections or []:
+        lines += [section.rstrip("\n"), ""]
     for caption, name in plots:
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     path = out_dir / "report.md"

@@ -1,7 +1,9 @@
 """Train one model version end to end, top to bottom.
 
-data → tokenizer → vocabulary → word2vec → Embedding/LSTM classifier → temperature scaling →
-evaluation report → artifact (Keras, SavedModel, ONNX, tokenizer, manifest) → registry.
+data (+ short-text crops) → tokenizer → vocabulary → word2vec → Embedding/LSTM classifier →
+n-gram branch (NBSVM, fitted in closed form) and its combination → temperature scaling →
+evaluation (full reviews, short texts, behaviour suite) → artifact (Keras, SavedModel, ONNX,
+tokenizer, manifest) → registry.
 
 Run ``python -m training.train --help`` for the command line; :func:`train_version` is the
 function the retraining pipeline calls.
@@ -37,6 +39,7 @@ from training.config import PRESETS, TrainConfig, preset
 from training.data import (LabelledData, default_data_dir, fingerprint, load_labelled, load_unlabelled, resolve,
                            stratified_sample, train_validation_split)
 from training.metrics import evaluate_logits, fit_temperature
+from training.short_texts import SHORT_TEXT_VERSION, ShortTexts, short_text_set, training_crops
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingIn
     """Load the labelled and unlabelled files named by the config (sampled as configured)."""
     train_path = resolve(config.train_file, data_dir)
     labelled = load_labelled(train_path, text_column=config.text_column, label_column=config.label_column,
-                             skip_bad_rows=config.skip_bad_rows)
+                             skip_bad_rows=config.skip_bad_rows, rating_column=config.rating_column)
     if config.sample:
         labelled = labelled.subset(stratified_sample(labelled.labels, config.sample, config.seed))
     fingerprints = {str(train_path): fingerprint(train_path)}
@@ -108,13 +111,15 @@ def length_bucketed_batches(
         yield pad_batch([sequences[i] for i in b]), labels[b].astype(np.float32), b
 
 
-def as_dataset(make_batches):
-    """Wrap a batch generator factory in a tf.data pipeline with variable (B, T) shapes."""
+def as_dataset(make_batches, weights: np.ndarray):
+    """Wrap a batch generator factory in a tf.data pipeline: (ids [B, T], labels [B], sample weights [B])."""
     import tensorflow as tf
 
+    weights = np.asarray(weights, dtype=np.float32)
     return tf.data.Dataset.from_generator(
-        lambda: ((x, y) for x, y, _ in make_batches()),
-        output_signature=(tf.TensorSpec((None, None), tf.int64), tf.TensorSpec((None,), tf.float32)),
+        lambda: ((x, y, weights[idx]) for x, y, idx in make_batches()),
+        output_signature=(tf.TensorSpec((None, None), tf.int64), tf.TensorSpec((None,), tf.float32),
+                          tf.TensorSpec((None,), tf.float32)),
     ).prefetch(4)
 
 
@@ -136,11 +141,15 @@ def predict_logits(logits_fn, sequences: Sequence[np.ndarray], batch_size: int =
 
 
 # -- parity ---------------------------------------------------------------------------------------
-def check_parity(model, staging: Path, sequences: Sequence[np.ndarray], config: TrainConfig) -> dict:
-    """Compare Keras, ONNX Runtime and SavedModel probabilities on real reviews of mixed lengths.
+def check_parity(serving, staging: Path, sequences: Sequence[np.ndarray], config: TrainConfig,
+                 temperature: float) -> dict:
+    """Compare Keras, ONNX Runtime and SavedModel outputs on real reviews of mixed lengths.
 
     Keras scores the reviews in random-order batches (lots of padding) and one at a time (none);
-    ONNX Runtime and the SavedModel score them length-sorted. All must agree within tolerance.
+    ONNX Runtime and the SavedModel score them length-sorted. Both outputs are checked: the raw
+    logit (as a probability, what the service calibrates itself) and the graph's calibrated
+    ``probability`` (temperature baked in, what TF Serving returns), which must also equal the
+    service's own calibration. All must agree within tolerance.
     """
     from inference.predictor import OnnxRuntimeBackend, SavedModelBackend, sigmoid
 
@@ -151,27 +160,38 @@ def check_parity(model, staging: Path, sequences: Sequence[np.ndarray], config: 
     pick = rng.permutation(np.unique(pick))
     seqs = [sequences[i] for i in pick]
 
-    mixed = np.concatenate([model.predict(pad_batch(seqs[i:i + 32]), verbose=0).reshape(-1)
-                            for i in range(0, len(seqs), 32)])
-    alone = np.array([model.predict(pad_batch([s]), verbose=0).reshape(-1)[0] for s in seqs[:32]])
+    def keras_outputs(batch: list) -> tuple[np.ndarray, np.ndarray]:
+        out = serving.predict(pad_batch(batch), verbose=0)
+        return sigmoid(np.asarray(out["logit"]).reshape(-1)), np.asarray(out["probability"]).reshape(-1)
+
+    mixed, mixed_calibrated = (np.concatenate(parts) for parts in
+                               zip(*(keras_outputs(seqs[i:i + 32]) for i in range(0, len(seqs), 32))))
+    alone = np.array([keras_outputs([s])[0][0] for s in seqs[:32]])
     order = np.argsort([len(s) for s in seqs], kind="stable")
 
-    def sorted_scores(backend) -> np.ndarray:
+    def sorted_scores(score) -> np.ndarray:
         out = np.empty(len(seqs))
         for i in range(0, len(seqs), 64):
             idx = order[i:i + 64]
-            out[idx] = sigmoid(backend.logits(pad_batch([seqs[j] for j in idx])))
+            out[idx] = score(pad_batch([seqs[j] for j in idx]))
         return out
 
-    onnx_scores = sorted_scores(OnnxRuntimeBackend(staging / ONNX_FILE))
-    saved_scores = sorted_scores(SavedModelBackend(staging / SAVED_MODEL_DIR))
+    onnx, saved = OnnxRuntimeBackend(staging / ONNX_FILE), SavedModelBackend(staging / SAVED_MODEL_DIR)
+    onnx_logits = sorted_scores(onnx.logits)
+    onnx_probability = sorted_scores(onnx.probabilities)
     result = {
         "reviews": len(seqs),
         "min_tokens": int(min(len(s) for s in seqs)),
         "max_tokens": int(max(len(s) for s in seqs)),
-        "onnx_vs_keras_max_abs_diff": float(np.abs(onnx_scores - mixed).max()),
-        "savedmodel_vs_keras_max_abs_diff": float(np.abs(saved_scores - mixed).max()),
+        "temperature": temperature,
+        "onnx_vs_keras_max_abs_diff": float(np.abs(sigmoid(onnx_logits) - mixed).max()),
+        "savedmodel_vs_keras_max_abs_diff": float(np.abs(sigmoid(sorted_scores(saved.logits)) - mixed).max()),
         "keras_alone_vs_batched_max_abs_diff": float(np.abs(alone - mixed[:32]).max()),
+        "onnx_probability_vs_keras_max_abs_diff": float(np.abs(onnx_probability - mixed_calibrated).max()),
+        "savedmodel_probability_vs_keras_max_abs_diff":
+            float(np.abs(sorted_scores(saved.probabilities) - mixed_calibrated).max()),
+        "onnx_probability_vs_service_calibration_max_abs_diff":
+            float(np.abs(onnx_probability - sigmoid(onnx_logits / temperature)).max()),
         "tolerance": config.parity_tolerance,
     }
     result["passed"] = all(v <= config.parity_tolerance for k, v in result.items() if k.endswith("diff"))
@@ -203,6 +223,16 @@ def package_versions() -> dict[str, str]:
 
 
 # -- the run --------------------------------------------------------------------------------------
+def encode_all(vocab: Vocabulary, token_lists: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Encode tokenised texts (head+tail truncation) as int64 id arrays."""
+    return [np.asarray(vocab.ids_for_tokens(t), dtype=np.int64) for t in token_lists]
+
+
+def branch_accuracies(labels: np.ndarray, logits: dict[str, np.ndarray]) -> dict[str, float]:
+    """Return the accuracy of each named logit vector (for the ablation in the manifest)."""
+    return {k: float(((v > 0) == (labels == 1)).mean()) for k, v in logits.items()}
+
+
 def train_version(
     config: TrainConfig,
     inputs: TrainingInputs,
@@ -218,11 +248,14 @@ def train_version(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from training.model import build_classifier, extract_weights, logit_model, set_embedding_trainable
+    from training.behaviour import load_suite, markdown_table, run_suite
+    from training.model import (build_classifier, extract_weights, install_ngram_branch, ngram_orders,
+                                serving_model, set_embedding_trainable)
+    from training.ngrams import fit_combination, fit_nbsvm, ngram_scores
     from training.onnx_export import build_onnx_model
     from training.report import write_report
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -231,14 +264,22 @@ def train_version(
     labelled = inputs.labelled
     train_idx, val_idx = train_validation_split(labelled.labels, config.val_fraction, config.seed)
     y_train, y_val = labelled.labels[train_idx], labelled.labels[val_idx]
+    ratings = labelled.ratings_or_unknown()
     log.info("data: %d train, %d validation, %d unlabelled", len(train_idx), len(val_idx), len(inputs.unlabelled))
 
-    # 2. Tokenise everything once (the same tokenizer the service uses).
+    # 2. Tokenise everything once (the same tokenizer the service uses). Short texts: snippets of
+    #    clearly rated training reviews to train on, sentences of validation reviews to evaluate on.
     t0 = time.perf_counter()
     quiet = not sys.stderr.isatty()
     tokens = [tokenize(t) for t in tqdm(labelled.texts, desc="tokenise labelled", disable=quiet)]
     unlabelled_tokens = [tokenize(t) for t in tqdm(inputs.unlabelled, desc="tokenise unlabelled", disable=quiet)]
     train_tokens = [tokens[i] for i in train_idx]
+    crops = ShortTexts([], np.zeros(0, np.int8), np.zeros(0, np.int64))
+    if config.crops_per_review:
+        crops = training_crops([labelled.texts[i] for i in train_idx], y_train, ratings[train_idx],
+                               per_review=config.crops_per_review, seed=config.seed)
+    short = short_text_set([labelled.texts[i] for i in val_idx], y_val, ratings[val_idx], seed=config.seed)
+    log.info("short texts: %d training snippets, %d validation sentences", len(crops), len(short))
     timings["tokenise_s"] = time.perf_counter() - t0
 
     # 3. Vocabulary from training text only (validation stays unseen), with the truncation rule.
@@ -255,19 +296,23 @@ def train_version(
     timings["word2vec_s"] = time.perf_counter() - t0
     del unlabelled_tokens
 
-    # 5. Encode (truncate head+tail) and build the classifier.
-    x_train = [np.asarray(vocab.ids_for_tokens(tokens[i]), dtype=np.int64) for i in train_idx]
-    x_val = [np.asarray(vocab.ids_for_tokens(tokens[i]), dtype=np.int64) for i in val_idx]
-    del tokens
+    # 5. Encode (truncate head+tail) and build the classifier. Snippets join the whole reviews,
+    #    each weighing crop_weight in the loss.
+    x_train = encode_all(vocab, train_tokens) + vocab.encode_many(crops.texts)
+    y_fit = np.concatenate([y_train, crops.labels]).astype(np.int8)
+    w_fit = np.concatenate([np.ones(len(train_idx)), np.full(len(crops), config.crop_weight)])
+    x_val = encode_all(vocab, [tokens[i] for i in val_idx])
+    x_short = vocab.encode_many(short.texts)
+    del tokens, train_tokens
     model = build_classifier(config, matrix)
-    serving = logit_model(model)
-    logits_fn = logit_function(serving)
-    train_ds = as_dataset(lambda: length_bucketed_batches(x_train, y_train, config.batch_size,
-                                                          config.bucket_chunk, rng))
+    logits_fn = logit_function(serving_model(model))
+    train_ds = as_dataset(lambda: length_bucketed_batches(x_train, y_fit, config.batch_size, config.bucket_chunk,
+                                                          rng), w_fit)
     steps = -(-len(x_train) // config.batch_size)
 
     # 6. Train: word2vec embedding frozen first, then fine-tuned at a lower rate; the learning
     #    rate decays each epoch; keep the weights of the best validation loss (early stopping).
+    #    The n-gram table is still zero here, so this trains the LSTM branch alone.
     t0 = time.perf_counter()
     phases = [("frozen", False)] * config.frozen_epochs + [("finetune", True)] * config.finetune_epochs
     history: list[dict] = []
@@ -306,42 +351,84 @@ def train_version(
     model.set_weights(best[1])
     timings["train_s"] = time.perf_counter() - t0
 
-    # 7. Calibrate on validation: one temperature for the logits (Guo et al. 2017).
+    # 7. The n-gram branch: NBSVM fitted in closed form on the same training rows (snippets
+    #    included), then one logistic regression on validation weighs the two branches (folded
+    #    into the Dense layer: the graph stays Embedding → LSTM → pooling ⊕ n-grams → Dense).
+    t0 = time.perf_counter()
+    branches = {"lstm": predict_logits(logits_fn, x_val)}
+    short_branches = {"lstm": predict_logits(logits_fn, x_short)}
+    combination: dict = {}
+    if config.ngram_order:
+        orders = ngram_orders(config)
+        table, intercept = fit_nbsvm(x_train, y_fit, len(vocab), config.ngram_buckets, orders, sample_weight=w_fit,
+                                     c=config.ngram_c, alpha=config.ngram_alpha)
+        branches["ngrams"] = ngram_scores(table, pad_batch(x_val), len(vocab), config.ngram_buckets, orders) + intercept
+        short_branches["ngrams"] = ngram_scores(table, pad_batch(x_short), len(vocab), config.ngram_buckets,
+                                                orders)[:len(x_short)] + intercept
+        weights, bias, crossfit = fit_combination(np.column_stack([branches["lstm"], branches["ngrams"]]), y_val,
+                                                  config.seed)
+        install_ngram_branch(model, table, intercept, weights, bias)
+        combination = {"method": "logistic regression on validation logits", "lstm_weight": float(weights[0]),
+                       "ngram_weight": float(weights[1]), "bias": bias, "accuracy_crossfit": crossfit}
+        log.info("n-gram branch: %s", combination)
+    timings["ngrams_s"] = time.perf_counter() - t0
+
+    # 8. Calibrate on validation: one temperature for the logits (Guo et al. 2017).
     val_logits = predict_logits(logits_fn, x_val)
+    short_logits = predict_logits(logits_fn, x_short)
     temperature = fit_temperature(y_val, val_logits)
     evaluation = evaluate_logits(y_val, val_logits, temperature, config.ece_bins)
-    log.info("validation: accuracy %.4f, ECE %.4f → %.4f after T=%.3f", evaluation["calibrated"]["accuracy"],
-             evaluation["uncalibrated"]["ece"], evaluation["calibrated"]["ece"], temperature)
+    short_eval = evaluate_logits(short.labels, short_logits, temperature, config.ece_bins) if len(short) else None
+    ablation = {"validation": branch_accuracies(y_val, {**branches, "combined": val_logits}),
+                "short_texts": branch_accuracies(short.labels, {**short_branches, "combined": short_logits})
+                if len(short) else {}}
+    log.info("validation: accuracy %.4f, ECE %.4f → %.4f after T=%.3f; short texts: %s",
+             evaluation["calibrated"]["accuracy"], evaluation["uncalibrated"]["ece"],
+             evaluation["calibrated"]["ece"], temperature,
+             "none" if short_eval is None else f"accuracy {short_eval['calibrated']['accuracy']:.4f} on {len(short)}")
 
-    # 8. Write the artifact in a staging directory, check runtime parity, publish atomically.
+    # 9. Write the artifact in a staging directory, check runtime parity, run the behaviour suite
+    #    on the exported graph, publish atomically.
     t0 = time.perf_counter()
     with registry.staging_dir(name) as staging:
+        serving = serving_model(model, temperature)
         model.save(staging / KERAS_FILE)
         serving.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
         import onnx
 
-        onnx.save(build_onnx_model(extract_weights(model, config)), str(staging / ONNX_FILE))
+        onnx.save(build_onnx_model(extract_weights(model, config), temperature), str(staging / ONNX_FILE))
         vocab.save(staging / TOKENIZER_FILE)
         w2v.save(str(staging / WORD2VEC_FILE))
-        parity = check_parity(model, staging, x_val, config)
+        parity = check_parity(serving, staging, x_val, config, temperature)
+        behaviour = run_suite(onnx_scorer(staging, vocab, temperature), load_suite())
+        log.info("behaviour suite: %.1f %% of %d cases pass", 100 * behaviour["pass_rate"], behaviour["cases"])
         timings["export_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - started
+        timings["total_cpu_s"] = time.process_time() - cpu_started
         metrics = {**{k: v for k, v in evaluation["calibrated"].items()},
                    "ece_uncalibrated": evaluation["uncalibrated"]["ece"],
                    "accuracy_uncalibrated": evaluation["uncalibrated"]["accuracy"],
                    "best_epoch": best[2], "split": "validation"}
+        short_metrics = None if short_eval is None else {
+            "version": SHORT_TEXT_VERSION, "sentences": len(short), "reviews": int(len(np.unique(short.source))),
+            **{k: short_eval["calibrated"][k] for k in ("accuracy", "f1", "roc_auc", "log_loss", "ece")}}
         manifest = {
             "format": ARTIFACT_FORMAT,
             "name": name,
             "created_at": time.time(),
             "config": config.to_dict(),
-            "calibration": {"method": "temperature", "temperature": temperature, "fitted_on": "validation"},
+            "calibration": {"method": "temperature", "temperature": temperature, "fitted_on": "validation",
+                            "baked_into": "probability output of model.onnx and saved_model/"},
             "metrics": metrics,
+            "short_text_metrics": short_metrics,
+            "ablation": ablation,
+            "combination": combination,
+            "behaviour": {k: v for k, v in behaviour.items() if k != "tests"},
             "history": history,
             "embedding": embedding_stats,
             "parity": parity,
             "timings": timings,
-            "data": {"train_rows": len(train_idx), "validation_rows": len(val_idx),
+            "data": {"train_rows": len(train_idx), "validation_rows": len(val_idx), "training_snippets": len(crops),
                      "unlabelled_rows": len(inputs.unlabelled), "skipped_rows": labelled.skipped},
             "lineage": {"parent_version": parent_version, "data_fingerprints": inputs.fingerprints,
                         "git_commit": git_commit()},
@@ -351,7 +438,9 @@ def train_version(
         }
         write_report(staging / REPORT_DIR, f"Model {name}: validation report", evaluation, history=history,
                      context={"validation rows": len(val_idx), "best epoch": best[2],
-                              "training time (s)": round(timings["total_s"])})
+                              "training time (s)": round(timings["total_s"])},
+                     sections=[quality_section(short_metrics, ablation, combination), markdown_table(behaviour)],
+                     extra_metrics={"short_texts": short_metrics, "ablation": ablation, "behaviour": behaviour})
         write_json_atomic(staging / MANIFEST, manifest)
         with registry.lock(name):
             version = registry.commit_version(name, staging)
@@ -362,6 +451,40 @@ def train_version(
     log.info("published %s version %d at %s (promoted: %s) in %.0f s", name, version, path, should_promote,
              timings["total_s"])
     return TrainResult(version, path, manifest, should_promote)
+
+
+def onnx_scorer(staging: Path, vocab: Vocabulary, temperature: float):
+    """Return texts → calibrated probabilities through the exported ONNX graph (the service's path)."""
+    from inference.predictor import OnnxRuntimeBackend, sigmoid
+
+    backend = OnnxRuntimeBackend(staging / ONNX_FILE)
+
+    def score(texts: Sequence[str]) -> np.ndarray:
+        return sigmoid(predict_logits(backend.logits, vocab.encode_many(texts), batch_size=64) / temperature)
+
+    return score
+
+
+def quality_section(short_metrics: dict | None, ablation: dict, combination: dict) -> str:
+    """Return the report's Markdown on short texts and on what each branch contributes."""
+    lines = ["## Short texts and branches", ""]
+    if short_metrics:
+        lines += [f"Short-text validation (v{short_metrics['version']}): {short_metrics['sentences']} opinionated "
+                  f"sentences of 5-30 tokens from {short_metrics['reviews']} clearly rated validation reviews "
+                  f"(training/short_texts.py): accuracy **{short_metrics['accuracy']:.4f}**, "
+                  f"ECE {short_metrics['ece']:.4f}.", ""]
+    else:
+        lines += ["No short-text validation: the training data has no rating column.", ""]
+    lines += ["| branch | validation accuracy | short-text accuracy |", "| --- | --- | --- |"]
+    for branch, accuracy in ablation["validation"].items():
+        short_accuracy = ablation["short_texts"].get(branch)
+        lines.append(f"| {branch} | {accuracy:.4f} | "
+                     f"{'' if short_accuracy is None or not short_metrics else f'{short_accuracy:.4f}'} |")
+    if combination:
+        lines += ["", f"Combined = {combination['lstm_weight']:.3f} × LSTM + {combination['ngram_weight']:.3f} × "
+                      f"n-grams + {combination['bias']:.3f} (fitted on validation; 2-fold cross-fitted accuracy "
+                      f"{combination['accuracy_crossfit']:.4f})."]
+    return "\n".join(lines) + "\n"
 
 
 # -- command line ---------------------------------------------------------------------------------

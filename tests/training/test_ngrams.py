@@ -103,3 +103,17 @@ def test_binary_features_and_nb_ratios():
     r = nb_log_count_ratios(X, np.array([1, 0, 1]))
     assert r[2] > 0 > r[4]  # word 2 only in positives, word 4 only in the negative
     assert r[10] == pytest.approx(r[11])  # unseen keys: no evidence either way (both smoothed equally)
+
+
+def test_keras_layer_equals_numpy_reference():
+    from training.model import NgramBag
+
+    ids, _ = random_ids(4)
+    table = np.random.default_rng(5).normal(size=(table_size(V, M), 1)).astype(np.float32)
+    for orders in [(1, 2), (1, 2, 3)]:
+        layer = NgramBag(V, M, orders)
+        layer.build((None, None))
+        layer.set_weights([table])
+        np.testing.assert_allclose(np.asarray(layer(ids)).reshape(-1), ngram_scores(table, ids, V, M, orders),
+                                   atol=1e-5)
+        assert NgramBag.from_config(layer.get_config()).orders == orders
