@@ -36,7 +36,8 @@ def test_retrain_under_load_switches_version_with_zero_failed_requests(trained_r
         drop / "extra.csv", index=False)
 
     summary = run(tmp_path / "models", drop, gold, tmp_path, data_dir=DATA_DIR, preset="tiny", clients=3,
-                  poll_interval=0.5, extra_args=["--accuracy-tolerance", "1", "--ece-tolerance", "1"])
+                  poll_interval=0.5, extra_args=["--accuracy-tolerance", "1", "--ece-tolerance", "1",
+                                                "--behaviour-tolerance", "1"])
 
     print(json.dumps(summary, indent=2))  # shown with `pytest -s`: the numbers the README reports
     assert summary["failed"] == 0, summary["failures"]

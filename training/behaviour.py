@@ -223,6 +223,13 @@ def regression(candidate: dict, production: dict, max_drop: float) -> tuple[bool
     return True, f"behaviour pass rates within {100 * max_drop:.1f} points of production (worst: {worst})"
 
 
+def run_on_version(path: str | Path, suite: dict | None = None, *, keep_failures: int = 3) -> dict:
+    """Run the suite on a registry version directory through the service's own Predictor."""
+    from inference.predictor import Predictor
+
+    return run_suite(Predictor.load(path).score_texts, suite, keep_failures=keep_failures)
+
+
 def markdown_table(report: dict) -> str:
     """Return the per-capability pass rates as a Markdown table (for version and run reports)."""
     lines = [
@@ -264,7 +271,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the suite on one registry version and print the report as JSON."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from inference.predictor import Predictor
     from registry.store import Registry, RegistryError
 
     registry = Registry(args.model_dir)
@@ -276,8 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if version is None:
             raise ValueError(f"model {args.model_name!r} has no production version in {args.model_dir}")
-        predictor = Predictor.load(registry.version_dir(args.model_name, version))
-        report = run_suite(predictor.score_texts, load_suite(args.suite), keep_failures=args.show_failures)
+        report = run_on_version(registry.version_dir(args.model_name, version), load_suite(args.suite),
+                                keep_failures=args.show_failures)
     except (ValueError, FileNotFoundError, RegistryError) as exc:
         log.error("%s", exc)
         return 2

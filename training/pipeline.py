@@ -39,6 +39,7 @@ from registry.artifact import REPORT_DIR, WORD2VEC_FILE
 from registry.store import Registry, RegistryError, write_json_atomic
 from training.config import TrainConfig, preset
 from training.data import DataError, LabelledData, default_data_dir, fingerprint, load_labelled
+from training.behaviour import regression, run_on_version
 from training.evaluate import evaluate_labelled
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Policy:
 
     accuracy_tolerance: float = 0.005  # candidate may be at most this much less accurate on gold
     ece_tolerance: float = 0.01  # and its ECE at most this much higher
+    behaviour_tolerance: float = 0.05  # and its behaviour-suite pass rate this much lower (overall and per capability)
 
 
 def text_key(text: str) -> str:
@@ -74,6 +76,10 @@ def decide(candidate: dict, production: dict | None, policy: Policy) -> tuple[bo
     if not ece_rise <= policy.ece_tolerance:
         problems.append(f"ECE {candidate['ece']:.4f} is {ece_rise:.4f} above production's "
                         f"{production['ece']:.4f} (tolerance {policy.ece_tolerance})")
+    if "behaviour" in candidate and "behaviour" in production:
+        behaviour_ok, why = regression(candidate["behaviour"], production["behaviour"], policy.behaviour_tolerance)
+        if not behaviour_ok:
+            problems.append(why)
     if problems:
         return False, "; ".join(problems)
     return True, (f"accuracy {candidate['accuracy']:.4f} vs {production['accuracy']:.4f}, "
@@ -185,6 +191,8 @@ def write_comparison(out_dir: Path, report: dict) -> None:
              "| --- |" + " --- |" * len(models)]
     for key in metrics:
         lines.append(f"| {key} | " + " | ".join(f"{m[key]:.4f}" for m in models.values()) + " |")
+    lines += ["", "Behaviour suite pass rates: " + ", ".join(
+        f"{k} v{m['version']} {100 * m['behaviour']['pass_rate']:.1f} %" for k, m in models.items() if "behaviour" in m)]
     lines += ["", "![comparison](comparison.png)", ""]
     (out_dir / "report.md").write_text("\n".join(lines))
 
@@ -237,6 +245,7 @@ def retrain(
             LabelledData(f["text"].tolist(), f["label"].to_numpy(np.int8), sha) for sha, f in new_rows.items()]
         texts = [t for p in parts for t in p.texts]
         labels = np.concatenate([p.labels for p in parts])
+        ratings = LabelledData.concat(parts, "retrain").ratings  # star ratings (where known) give short-text crops
         if shuffle_labels:  # a deliberately broken candidate: proves the promotion gate works
             labels = np.random.default_rng(0).permutation(labels)
         timings["ingest_s"] = time.perf_counter() - t0
@@ -257,7 +266,8 @@ def retrain(
         w2v = (registry.version_dir(name, production) / WORD2VEC_FILE
                if continue_word2vec and production is not None else None)
         result = train_version(
-            config, TrainingInputs(LabelledData(texts, labels, "retrain"), inputs.unlabelled, fingerprints),
+            config, TrainingInputs(LabelledData(texts, labels, "retrain", ratings=ratings), inputs.unlabelled,
+                                   fingerprints),
             registry, name, promote="never", parent_version=production, previous_word2vec=w2v,
             extra_manifest={"retrain": {"run_id": run_id, "new_rows": sum(len(f) for f in new_rows.values()),
                                         "shuffled_labels": shuffle_labels}},
@@ -272,6 +282,7 @@ def retrain(
                 ev, _ = evaluate_labelled(registry, name, version, gold_data)  # loaded once, above
                 gold_metrics[role] = {"version": version, **{k: ev["calibrated"][k] for k in
                                                              ("accuracy", "f1", "roc_auc", "ece", "log_loss")}}
+                gold_metrics[role]["behaviour"] = run_on_version(registry.version_dir(name, version))
         timings["evaluate_s"] = time.perf_counter() - t0
         promote, reason = decide(gold_metrics["candidate"], gold_metrics.get("production"), policy)
         if force_promote and not promote:
@@ -350,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="promote only if gold accuracy is at most this much below production's")
     r.add_argument("--ece-tolerance", type=float, default=Policy.ece_tolerance,
                    help="promote only if gold ECE is at most this much above production's")
+    r.add_argument("--behaviour-tolerance", type=float, default=Policy.behaviour_tolerance,
+                   help="promote only if the behaviour suite's pass rate (overall and on every capability) is at "
+                        "most this much (a fraction: 0.05 = 5 points) below production's")
     r.add_argument("--dry-run", action="store_true", help="train and evaluate, never promote or consume files")
     r.add_argument("--force-promote", action="store_true", help="promote even if the candidate is worse")
     r.add_argument("--continue-word2vec", action="store_true",
@@ -412,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     report = retrain(
                         registry, args.model_name, drop=args.new_data, gold=args.gold,
                         data_dir=args.data_dir or default_data_dir(),
-                        policy=Policy(args.accuracy_tolerance, args.ece_tolerance), dry_run=args.dry_run,
+                        policy=Policy(args.accuracy_tolerance, args.ece_tolerance, args.behaviour_tolerance), dry_run=args.dry_run,
                         force_promote=args.force_promote, continue_word2vec=args.continue_word2vec,
                         keep_last=args.keep_last, allow_empty=args.allow_empty, shuffle_labels=args.shuffle_labels,
                         config_overrides=overrides, lock_timeout=args.lock_timeout, skip_bad_rows=args.skip_bad_rows,

@@ -31,6 +31,22 @@ def test_decide_applies_both_tolerances():
     assert decide({"accuracy": 0.1, "ece": 0.5}, None, Policy())[0]
 
 
+def test_decide_refuses_a_behaviour_regression():
+    from training.behaviour import run_suite
+
+    def reads_negation(texts):
+        return np.array([0.2 if ("not" in t) == any(w in t for w in ("good", "great", "superb", "loved"))
+                         else 0.8 for t in texts])
+
+    good = run_suite(reads_negation)
+    deaf = run_suite(lambda texts: np.full(len(texts), 0.9))  # everything positive
+    prod = {"accuracy": 0.90, "ece": 0.02, "behaviour": good}
+    ok, reason = decide({"accuracy": 0.91, "ece": 0.02, "behaviour": deaf}, prod, Policy(0.005, 0.01, 0.05))
+    assert not ok and "behaviour pass rate" in reason
+    assert decide({"accuracy": 0.91, "ece": 0.02, "behaviour": deaf}, prod, Policy(0.005, 0.01, 1.0))[0]
+    assert decide({"accuracy": 0.91, "ece": 0.02, "behaviour": good}, prod, Policy(0.005, 0.01, 0.0))[0]
+
+
 @pytest.fixture
 def setup(trained_registry, tmp_path):
     """A private copy of the trained registry, a gold set disjoint from its data, and a drop folder."""
@@ -66,10 +82,11 @@ def run(registry, gold, drop, **kwargs):
 
 def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
     registry, gold, drop = setup
-    report = run(registry, gold, drop, policy=Policy(1.0, 1.0))
+    report = run(registry, gold, drop, policy=Policy(1.0, 1.0, 1.0))
     assert report["ingest"] == {"files": [str(drop / "batch1.csv")], "rows_added": 150, "duplicates": 20}
     assert report["promoted"] and registry.production_version("sentiment") == report["candidate_version"] == 2
     assert set(report["gold"]) == {"candidate", "production"}
+    assert report["gold"]["candidate"]["behaviour"]["cases"] == report["gold"]["production"]["behaviour"]["cases"]
     manifest = registry.manifest("sentiment", 2)
     assert manifest["lineage"]["parent_version"] == 1
     assert str(drop / "batch1.csv") in manifest["lineage"]["data_fingerprints"]
@@ -83,11 +100,11 @@ def test_retrain_ingests_dedups_reports_and_never_consumes_twice(setup):
 
 def test_dry_run_neither_promotes_nor_consumes(setup):
     registry, gold, drop = setup
-    report = run(registry, gold, drop, dry_run=True, policy=Policy(1.0, 1.0))
+    report = run(registry, gold, drop, dry_run=True, policy=Policy(1.0, 1.0, 1.0))
     assert not report["promoted"] and report["reason"].startswith("dry run; would promote")
     assert registry.production_version("sentiment") == 1
     assert len(list((drop).iterdir())) == 1
-    report = run(registry, gold, drop, policy=Policy(1.0, 1.0))  # the files are still pending
+    report = run(registry, gold, drop, policy=Policy(1.0, 1.0, 1.0))  # the files are still pending
     assert report["ingest"]["rows_added"] == 150
 
 
