@@ -51,6 +51,10 @@ class OnnxRuntimeBackend:
         """Return the raw logits for one padded batch."""
         return self.session.run(["logit"], {"input_ids": ids})[0].reshape(-1)
 
+    def probabilities(self, ids: np.ndarray) -> np.ndarray:
+        """Return the graph's own calibrated probabilities (temperature baked in) for one padded batch."""
+        return self.session.run(["probability"], {"input_ids": ids})[0].reshape(-1)
+
 
 class SavedModelBackend:
     """Runs ``saved_model/`` with TensorFlow (heavier: ~0.8 GB per process)."""
@@ -70,6 +74,11 @@ class SavedModelBackend:
         """Return the raw logits for one padded batch."""
         out = self.model.serve(self._tf.constant(ids, dtype=self._tf.int64))
         return np.asarray(out["logit"]).reshape(-1)
+
+    def probabilities(self, ids: np.ndarray) -> np.ndarray:
+        """Return the SavedModel's own calibrated probabilities (what TF Serving would return)."""
+        out = self.model.serve(self._tf.constant(ids, dtype=self._tf.int64))
+        return np.asarray(out["probability"]).reshape(-1)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

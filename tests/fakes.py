@@ -7,6 +7,7 @@ Tests that need a *trained* model use the session fixture in conftest instead.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import unicodedata
@@ -47,7 +48,11 @@ def make_random_version(
     weights = random_weights(len(vocab), 8, 6, bidirectional=True, pooling="meanmax", seed=seed)
     with registry.staging_dir(name) as staging:
         vocab.save(staging / TOKENIZER_FILE)
-        onnx.save(build_onnx_model(weights), str(staging / ONNX_FILE))
+        # The graph's probability output carries the temperature, as a trained version's does; an
+        # invalid one (tests of the refusal at load pass -1, NaN, "1.0", None...) leaves it uncalibrated.
+        number = isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+        baked = temperature if number and math.isfinite(temperature) and temperature > 0 else 1.0
+        onnx.save(build_onnx_model(weights, baked), str(staging / ONNX_FILE))
         write_json_atomic(
             Path(staging) / MANIFEST,
             {

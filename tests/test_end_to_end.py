@@ -62,6 +62,8 @@ def test_retrain_under_load_switches_version_with_zero_failed_requests(trained_r
             "1",
             "--floor-margin",
             "1",
+            "--behaviour-tolerance",
+            "1",
         ],
     )
 

@@ -186,7 +186,7 @@ def test_feedback_survives_killed_workers_and_a_retrain_ingests_it_exactly_once(
         command += ["--traffic", str(sample), "--preset", "tiny"]
         # The tiny candidate must pass the gate: this test is about the data, not about quality.
         command += ["--accuracy-tolerance", "1", "--log-loss-tolerance", "1", "--ece-tolerance", "1"]
-        command += ["--floor-margin", "1"]
+        command += ["--floor-margin", "1", "--behaviour-tolerance", "1"]
         started = time.monotonic()
         result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -47,21 +47,27 @@ class DataError(ValueError):
 
 @dataclass
 class LabelledData:
-    """Texts with 0/1 labels, where they came from, and what was skipped."""
+    """Texts with 0/1 labels, optional star ratings, where they came from, and what was skipped."""
 
     texts: list[str]
     labels: np.ndarray  # int8, 1 = positive
     source: str
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows skipped
+    ratings: np.ndarray | None = None  # float 1-10 stars, NaN where unknown; None = no rating column
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, index: np.ndarray) -> "LabelledData":
         """Return the rows at ``index`` (same source)."""
+        ratings = None if self.ratings is None else self.ratings[index]
         return LabelledData(
-            [self.texts[i] for i in index], self.labels[index], self.source, dict(self.skipped)
+            [self.texts[i] for i in index], self.labels[index], self.source, dict(self.skipped), ratings
         )
+
+    def ratings_or_unknown(self) -> np.ndarray:
+        """Return the ratings, NaN for every row when the source had none."""
+        return np.full(len(self), np.nan) if self.ratings is None else self.ratings
 
 
 def default_data_dir() -> Path:
@@ -203,8 +209,12 @@ def load_labelled(
     label_column: str = "label",
     skip_bad_rows: bool = False,
     aclimdb_split: str = "train",
+    rating_column: str = "rating",
 ) -> LabelledData:
-    """Load a labelled file; fail (or skip and count) empty/non-text rows and unknown labels."""
+    """Load a labelled file; fail (or skip and count) empty/non-text rows and unknown labels.
+
+    A ``rating_column`` (1-10 stars, as in IMDB) is read when present; unreadable ratings become NaN.
+    """
     source = str(path)
     if is_aclimdb(path):
         frame = read_aclimdb(Path(path), (aclimdb_split,), polarities=("pos", "neg"))
@@ -234,11 +244,15 @@ def load_labelled(
         log.warning("%s: skipped %s", source, ", ".join(f"{n} rows with {k}" for k, n in skipped.items()))
     if not keep.any():
         raise DataError(f"{source}: no usable rows")
+    ratings = None
+    if rating_column in frame.columns:  # optional: star ratings let training cut short texts (short_texts.py)
+        ratings = pd.to_numeric(frame.loc[keep, rating_column], errors="coerce").to_numpy(dtype=np.float64)
     return LabelledData(
         texts=frame.loc[keep, text_column].tolist(),
         labels=labels[keep].to_numpy(dtype=np.int8),
         source=source,
         skipped=skipped,
+        ratings=ratings,
     )
 
 
@@ -300,6 +314,7 @@ def labelled_rows(config, path: Path) -> LabelledData:
         text_column=config.text_column,
         label_column=config.label_column,
         skip_bad_rows=config.skip_bad_rows,
+        rating_column=config.rating_column,
     )
     if config.sample:
         labelled = labelled.subset(stratified_sample(labelled.labels, config.sample, config.seed))

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from inference import RUNTIMES
 from inference.predictor import Predictor
@@ -38,13 +37,6 @@ def load_predictor(registry: Registry, name: str, version: int, runtime: str = "
     return Predictor.load(
         registry.version_dir(name, version), runtime=runtime, intra_op_threads=os.cpu_count() or 1
     )
-
-
-def score_labelled(
-    registry: Registry, name: str, version: int, labelled: LabelledData, *, runtime: str = "onnx"
-) -> np.ndarray:
-    """Return one version's calibrated P(positive) for each row (the retraining gate compares these)."""
-    return load_predictor(registry, name, version, runtime).score_texts(labelled.texts)
 
 
 def evaluate_labelled(

@@ -60,19 +60,31 @@ def length_bucketed_batches(
         yield pad_batch([sequences[i] for i in b]), labels[b].astype(np.float32), b
 
 
-def as_dataset(make_batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]], steps: int):
+def as_dataset(
+    make_batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+    steps: int,
+    sample_weight: np.ndarray | None = None,
+):
     """Wrap a batch generator factory (``steps`` batches per call) in a tf.data pipeline, (B, T) shapes vary.
 
     Keras starts a fresh generator (a new shuffle) at the start of every epoch. The declared
     length keeps it from asking for a batch past the last one, which would still draw dropout
-    seeds and so change the next epoch.
+    seeds and so change the next epoch. With ``sample_weight`` (one per row) each batch also
+    carries its rows' loss weights.
     """
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_generator(
-        lambda: ((x, y) for x, y, _ in make_batches()),
-        output_signature=(tf.TensorSpec((None, None), tf.int64), tf.TensorSpec((None,), tf.float32)),
-    )
+    spec = (tf.TensorSpec((None, None), tf.int64), tf.TensorSpec((None,), tf.float32))
+    if sample_weight is None:
+        dataset = tf.data.Dataset.from_generator(
+            lambda: ((x, y) for x, y, _ in make_batches()), output_signature=spec
+        )
+    else:
+        weights = np.asarray(sample_weight, dtype=np.float32)
+        dataset = tf.data.Dataset.from_generator(
+            lambda: ((x, y, weights[idx]) for x, y, idx in make_batches()),
+            output_signature=(*spec, tf.TensorSpec((None,), tf.float32)),
+        )
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(4)
 
 
@@ -90,6 +102,8 @@ def logit_function(serving_model: keras.Model) -> Callable:
 def predict_logits(logits_fn: Callable, sequences: Sequence[np.ndarray], batch_size: int = 128) -> np.ndarray:
     """Return the Keras model's logits for encoded sequences (length-sorted batches, order kept)."""
     out = np.empty(len(sequences), dtype=np.float64)
+    if not len(sequences):  # e.g. no short texts: a data file without star ratings
+        return out
     dummy = np.zeros(len(sequences), dtype=np.float32)
     for x, _, idx in length_bucketed_batches(sequences, dummy, batch_size, 1, None):
         out[idx] = np.asarray(logits_fn(x)).reshape(-1)
@@ -163,15 +177,19 @@ def fit(
     validation: tuple[Sequence[np.ndarray], np.ndarray],
     config: TrainConfig,
     rng: np.random.Generator,
+    sample_weight: np.ndarray | None = None,
 ) -> FitResult:
     """Train with the word2vec embedding frozen, then fine-tuned; leave the best epoch's weights in place.
 
-    Within a phase the learning rate is multiplied by ``lr_decay`` after each epoch.
+    Within a phase the learning rate is multiplied by ``lr_decay`` after each epoch;
+    ``sample_weight`` (one per training row) weighs each row's loss.
     """
     x_train, y_train = train
     steps = -(-len(x_train) // config.batch_size)
     dataset = as_dataset(
-        lambda: length_bucketed_batches(x_train, y_train, config.batch_size, config.bucket_chunk, rng), steps
+        lambda: length_bucketed_batches(x_train, y_train, config.batch_size, config.bucket_chunk, rng),
+        steps,
+        sample_weight,
     )
     monitor = ValidationMonitor(logits_fn, *validation, config.patience)
     progress = LstmProgress(config.frozen_epochs + config.finetune_epochs, steps)  # lines with the time left

@@ -12,6 +12,9 @@ noise. Instead the gate reports, for candidate minus production,
 - the smallest accuracy difference this gold set can detect (80% power at the same confidence),
 
 and refuses a candidate only when the interval shows it is worse by more than the tolerance.
+Accuracy says little about "not bad at all", so the candidate's **behaviour suite** pass rates
+(training/behaviour.py, scored now with one suite version for both) may not fall more than
+``behaviour_tolerance`` below production's, overall or on any capability.
 Small losses that the gold set cannot see are bounded by the **floor**: the candidate may never
 fall more than ``floor_margin`` below the best gold accuracy any fairly measured production
 version reached on this gold set, so a chain of "within the noise" candidates cannot walk quality
@@ -51,6 +54,7 @@ class Policy:
     log_loss_tolerance: float = 0.0  # refuse if the CI shows log loss higher than production's by more
     ece_tolerance: float = 0.01  # refuse if ECE (point estimate) is higher than production's by more
     floor_margin: float = 0.02  # refuse if accuracy is below the best fair production accuracy minus this
+    behaviour_tolerance: float = 0.05  # refuse if a behaviour-suite pass rate is this much below production's
     confidence: float = 0.95  # two-sided confidence of the intervals (and of McNemar's test)
     bootstrap: int = 2000  # paired bootstrap resamples
     seed: int = 0  # seed of the bootstrap
@@ -76,6 +80,8 @@ class GateInputs:
     production_version: int | None = None
     comparable: np.ndarray | None = None  # bool per row: production never trained on it (None = all rows)
     floor: FloorReference | None = None
+    candidate_behaviour: dict | None = None  # training.behaviour.run_suite report; None = not scored
+    production_behaviour: dict | None = None
     _paired: dict = field(default_factory=dict, repr=False)  # the comparison, computed once per policy
 
 
@@ -354,6 +360,26 @@ def check_floor(inputs: GateInputs, policy: Policy) -> Check:
     )
 
 
+def check_behaviour(inputs: GateInputs, policy: Policy) -> Check:
+    """Refuse a candidate whose behaviour pass rate (overall or per capability) drops more than allowed."""
+    from training.behaviour import pass_rates, regression
+
+    candidate, production = inputs.candidate_behaviour, inputs.production_behaviour
+    if candidate is None or production is None:
+        why = "no production version yet" if inputs.production is None else "behaviour suite not run"
+        return Check(
+            "behaviour", True, why, {} if candidate is None else {"candidate": pass_rates(candidate)}
+        )
+    ok, detail = regression(candidate, production, policy.behaviour_tolerance)
+    numbers = {
+        "candidate": pass_rates(candidate),
+        "production": pass_rates(production),
+        "tolerance": policy.behaviour_tolerance,
+        "suite": f"{candidate['suite']} v{candidate['suite_version']}",
+    }
+    return Check("behaviour", ok, detail, numbers)
+
+
 #: The gate's checks, in the order they are reported.
 CHECKS: list[Callable[[GateInputs, Policy], Check]] = [
     check_finite,
@@ -361,6 +387,7 @@ CHECKS: list[Callable[[GateInputs, Policy], Check]] = [
     check_log_loss,
     check_ece,
     check_floor,
+    check_behaviour,
 ]
 
 

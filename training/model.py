@@ -1,8 +1,12 @@
-"""The classifier: Embedding → (Bi)LSTM → masked pooling → Dropout → Dense(1, sigmoid).
+"""The classifier: Embedding → (Bi)LSTM → masked pooling → Dropout → [+ n-gram score] → Dense(1, sigmoid).
 
 The LSTM is the gated form of the lecture's recurrent network ``h_t = tanh(W_hh h_{t-1} + W_hx x_t)``:
 input, forget and output gates decide what the cell state keeps, which is what lets a review's
 opening ("I expected to hate it...") still matter 300 words later.
+
+Next to it, :class:`NgramBag` scores the set of the review's hashed uni/bigrams (NBSVM in the
+graph, ``training/ngrams.py``) from the same ``input_ids``; its score joins the pooled LSTM
+features in front of the one Dense layer.
 
 Kept cuDNN-compatible on purpose (tanh/sigmoid, no recurrent_dropout, right padding, mask from
 ``mask_zero``) so the same code trains on a GPU's fused kernel where one exists.
@@ -15,6 +19,7 @@ import numpy as np
 from keras import layers, ops
 
 from training.config import TrainConfig
+from training.ngrams import HASH_PRIME, check_orders, table_size
 from training.weights import ClassifierWeights, LstmWeights
 
 
@@ -56,6 +61,88 @@ class MaskedPooling(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="sentiment")
+class NgramBag(layers.Layer):
+    """Sum one learned weight per distinct hashed n-gram of each review: [B, T] ids → [B, 1].
+
+    The same integer arithmetic as ``training.ngrams.ngram_keys`` and the ONNX nodes (parity is
+    tested). Its table is not trained by backpropagation: ``training/train.py`` sets it to NBSVM
+    weights fitted in closed form, which beats learning a million weights by gradient descent.
+    """
+
+    def __init__(self, vocab_size: int, buckets: int, orders=(1, 2), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size, self.buckets, self.orders = int(vocab_size), int(buckets), check_orders(orders)
+
+    def build(self, input_shape) -> None:
+        self.table = self.add_weight(
+            shape=(table_size(self.vocab_size, self.buckets), 1),
+            initializer="zeros",
+            name="table",
+            trainable=False,
+        )
+
+    def _keys(self, ids):
+        """Return [B, K] table rows with repeats, padding (and n-grams touching it) → the zero row."""
+        valid = ops.not_equal(ids, 0)
+        pad_key = self.vocab_size + self.buckets
+        time_steps = ops.shape(ids)[1]
+        parts = []
+        for n in self.orders:
+            if n == 1:
+                keys, real = ids, valid
+            else:
+                h = ops.mod(ids[:, : time_steps - n + 1], self.buckets)
+                for k in range(1, n):
+                    h = ops.mod(h * HASH_PRIME + ids[:, k : time_steps - n + 1 + k], self.buckets)
+                keys, real = h + self.vocab_size, valid[:, n - 1 :]  # right padding: last token decides
+            parts.append(ops.where(real, keys, pad_key))
+        return ops.concatenate(parts, axis=1)
+
+    def call(self, ids):
+        keys = ops.sort(self._keys(ops.cast(ids, "int64")), axis=1)  # [B, K]; repeats are now neighbours
+        first = ops.concatenate(
+            [ops.ones_like(keys[:, :1], dtype="bool"), ops.not_equal(keys[:, 1:], keys[:, :-1])], axis=1
+        )
+        take = ops.cast(
+            ops.logical_and(first, ops.not_equal(keys, self.vocab_size + self.buckets)), self.table.dtype
+        )
+        return ops.sum(ops.take(self.table[:, 0], keys, axis=0) * take, axis=1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "buckets": self.buckets,
+            "orders": list(self.orders),
+        }
+
+
+@keras.saving.register_keras_serializable(package="sentiment")
+class Temperature(layers.Layer):
+    """Divide logits by the calibration temperature (fixed, part of the config)."""
+
+    def __init__(self, temperature: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+        self.temperature = float(temperature)
+
+    def call(self, logits):
+        return logits / self.temperature
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "temperature": self.temperature}
+
+
+def ngram_orders(config: TrainConfig) -> tuple[int, ...]:
+    """Return the n-gram orders of the branch (1..ngram_order), empty when it is off."""
+    return tuple(range(1, config.ngram_order + 1))
+
+
 def build_classifier(config: TrainConfig, embedding: np.ndarray) -> keras.Model:
     """Return the (uncompiled) classifier with its Embedding set to ``embedding``."""
     vocab_size, dim = embedding.shape
@@ -68,6 +155,9 @@ def build_classifier(config: TrainConfig, embedding: np.ndarray) -> keras.Model:
     if config.pooling != "last":
         x = MaskedPooling(config.pooling, name="pooling")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
+    if config.ngram_order:
+        score = NgramBag(vocab_size, config.ngram_buckets, ngram_orders(config), name="ngrams")(ids)
+        x = layers.Concatenate(name="features")([x, score])
     logit = layers.Dense(1, name="logit")(x)
     probability = layers.Activation("sigmoid", name="probability")(logit)
     model = keras.Model(ids, probability, name="sentiment_lstm")
@@ -76,12 +166,13 @@ def build_classifier(config: TrainConfig, embedding: np.ndarray) -> keras.Model:
     return model
 
 
-def logit_model(model: keras.Model) -> keras.Model:
-    """Return a model sharing ``model``'s layers that outputs both the logit and the probability."""
+def serving_model(model: keras.Model, temperature: float = 1.0) -> keras.Model:
+    """Return a model sharing ``model``'s layers that outputs the raw logit and the calibrated probability."""
+    logit = model.get_layer("logit").output
+    scaled = Temperature(temperature, name="temperature")(logit)
+    probability = layers.Activation("sigmoid", name="calibrated_probability")(scaled)
     return keras.Model(
-        model.input,
-        {"logit": model.get_layer("logit").output, "probability": model.output},
-        name="sentiment_lstm_serving",
+        model.input, {"logit": logit, "probability": probability}, name="sentiment_lstm_serving"
     )
 
 
@@ -112,10 +203,34 @@ def extract_weights(model: keras.Model, config: TrainConfig) -> ClassifierWeight
     rnn = model.get_layer("rnn" if config.bidirectional else "lstm")
     cells = [rnn.forward_layer, rnn.backward_layer] if config.bidirectional else [rnn]
     kernel, bias = model.get_layer("logit").get_weights()
+    bag = model.get_layer("ngrams") if config.ngram_order else None
     return ClassifierWeights(
         embedding=model.get_layer("embedding").get_weights()[0],
         directions=[LstmWeights(*layer.get_weights()) for layer in cells],
         dense_kernel=kernel,
         dense_bias=bias,
         pooling=config.pooling,
+        ngram_table=None if bag is None else bag.get_weights()[0],
+        ngram_buckets=0 if bag is None else bag.buckets,
+        ngram_orders=() if bag is None else bag.orders,
     )
+
+
+def install_ngram_branch(
+    model: keras.Model, table: np.ndarray, intercept: float, weights: np.ndarray, bias: float
+) -> None:
+    """Put the fitted n-gram table in the graph and fold the branch combination into the Dense layer.
+
+    Before: ``logit = k . features + k0`` (the LSTM alone, the n-gram score being 0). After:
+    ``logit = weights[0] * (k . lstm + k0) + weights[1] * (score + intercept) + bias``, written as one
+    Dense over [lstm features, score], so the graph keeps a single Dense layer.
+    """
+    model.get_layer("ngrams").set_weights([np.asarray(table, dtype="float32").reshape(-1, 1)])
+    dense = model.get_layer("logit")
+    kernel, dense_bias = dense.get_weights()
+    lstm_weight, ngram_weight = (float(w) for w in weights)
+    kernel = kernel.copy()
+    kernel[:-1] *= lstm_weight
+    kernel[-1] = ngram_weight
+    new_bias = lstm_weight * dense_bias[0] + ngram_weight * intercept + bias
+    dense.set_weights([kernel, np.array([new_bias], dtype=kernel.dtype)])

@@ -11,8 +11,10 @@ Graph (B = batch, T = padded length, E = embedding dim, H = units, D = direction
       x         = Transpose(Gather(embedding, input_ids))       [T,B,E]
       Y, Y_h, _ = LSTM(x, W, R, B, sequence_lens=lengths)        [T,D,B,H], [D,B,H]
       features  = last: Y_h | mean/max/meanmax: masked pooling of Y over T
-      logit     = features @ dense_kernel + dense_bias           [B,1]
-      probability = Sigmoid(logit)                               [B,1]
+      [ngram    = sum of table[key] over the distinct hashed n-grams of input_ids   [B,1]   (ngrams.py)
+       features = Concat(features, ngram)]
+      logit     = features @ dense_kernel + dense_bias           [B,1]   raw (what the service reads)
+      probability = Sigmoid(logit / temperature)                 [B,1]   calibrated (what TF Serving returns)
 
 Only numpy and onnx are imported: no TensorFlow.
 """
@@ -23,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from training.ngrams import onnx_ngram_nodes
 from training.weights import ClassifierWeights
 
 OPSET = 17
@@ -116,17 +119,43 @@ def _pooling(pooling: str) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]
     return nodes, inits
 
 
-def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
-    """Return a checked ONNX model computing ``logit`` and ``probability`` from ``input_ids``."""
+def _ngram_branch(weights: ClassifierWeights) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto], str]:
+    """Return the n-gram nodes, their constants and the Dense layer's input name (no branch: ``features``)."""
+    if weights.ngram_table is None:
+        return [], [], "features"
+    vocab_size = weights.embedding.shape[0]
+    nodes, inits = onnx_ngram_nodes(
+        weights.ngram_table,
+        vocab_size,
+        weights.ngram_buckets,
+        weights.ngram_orders,
+        mask="mask",
+        output="ngram_score",
+    )
+    nodes.append(helper.make_node("Concat", ["features", "ngram_score"], ["all_features"], axis=1))
+    return nodes, inits, "all_features"
+
+
+def build_onnx_model(weights: ClassifierWeights, temperature: float = 1.0) -> onnx.ModelProto:
+    """Return a checked ONNX model computing raw ``logit`` and calibrated ``probability`` from ``input_ids``.
+
+    ``temperature`` is baked into ``probability`` so that a runtime serving the graph as-is (TF
+    Serving, Triton) returns calibrated probabilities; ``logit`` stays raw.
+    """
     if weights.pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {weights.pooling!r}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     pooling_nodes, pooling_inits = _pooling(weights.pooling)
-    nodes = _lstm_nodes(weights) + pooling_nodes
+    ngram_nodes, ngram_inits, features = _ngram_branch(weights)
+    nodes = _lstm_nodes(weights) + pooling_nodes + ngram_nodes
     nodes += [
-        helper.make_node("MatMul", ["features", "dense_kernel"], ["logit_nb"]),
+        helper.make_node("MatMul", [features, "dense_kernel"], ["logit_nb"]),
         helper.make_node("Add", ["logit_nb", "dense_bias"], ["logit"]),  # [B,1]
-        helper.make_node("Sigmoid", ["logit"], ["probability"]),
+        helper.make_node("Div", ["logit", "temperature"], ["calibrated_logit"]),
+        helper.make_node("Sigmoid", ["calibrated_logit"], ["probability"]),
     ]
+    temperature_init = numpy_helper.from_array(np.array(temperature, dtype=np.float32), "temperature")
     graph = helper.make_graph(
         nodes,
         "sentiment_lstm",
@@ -135,7 +164,7 @@ def build_onnx_model(weights: ClassifierWeights) -> onnx.ModelProto:
             helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["batch", 1]),
             helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1]),
         ],
-        initializer=_lstm_initializers(weights) + pooling_inits,
+        initializer=_lstm_initializers(weights) + pooling_inits + ngram_inits + [temperature_init],
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sentiment"

@@ -11,8 +11,9 @@ One ``retrain`` run, unattended-safe, holding the model's registry lock througho
 3. **Train** a candidate from production's configuration (the full preset while production is
    a quick first model, see training/quickstart.py); the version records what it trained on.
 4. **Evaluate** candidate and production on the same gold set, production only on the gold rows
-   its lineage shows it never trained on (training/lineage.py), and **decide** with paired
-   statistics and a floor (training/gate.py).
+   its lineage shows it never trained on (training/lineage.py), and on the behaviour suite
+   (training/behaviour.py); **decide** with paired statistics, a floor and the behaviour
+   regression check (training/gate.py).
 5. **Report** (JSON + Markdown + PNG): every check with its numbers, the pool, the quarantine,
    relabels, gold overlaps, the paired test and the floor.
 6. **Record** the run in the ledger (one atomic write: its rows pooled if promoted, else
@@ -199,7 +200,11 @@ def gather(config: TrainConfig, ledger: Ledger, options: RetrainOptions, run_id:
         **{e["file"]: sha for sha, e in batch.files.items()},
         **{f"pool:{rid}": ledger.doc["runs"][rid]["rows_file"] for rid, _ in pooled},
     }
-    inputs = TrainingInputs(LabelledData(training.texts, labels, "retrain"), base.unlabelled, fingerprints)
+    inputs = TrainingInputs(
+        LabelledData(training.texts, labels, "retrain", ratings=training.ratings),
+        base.unlabelled,
+        fingerprints,
+    )
     return Gathered(gold, fingerprint(options.gold), gold_keys, batch, pooled, training, inputs, held_out)
 
 
@@ -242,18 +247,23 @@ def train_candidate(
 # -- step 4: judge --------------------------------------------------------------------------------
 def gold_scores(
     registry: Registry, name: str, roles: dict[str, int], data: Gathered, options: RetrainOptions, bins: int
-) -> tuple[dict, dict, dict]:
-    """Return per-role gold probabilities, metrics and gold overlap (what each version trained on)."""
-    from training.evaluate import score_labelled
+) -> tuple[dict, dict, dict, dict]:
+    """Return per-role gold probabilities, metrics, gold overlap (what each version trained on) and
+    behaviour-suite report (both versions scored now, with the one suite this code ships)."""
+    from training.behaviour import load_suite, run_suite
+    from training.evaluate import load_predictor
 
     hashes = key_hashes(data.gold_keys)
-    probs, scores, overlap = {}, {}, {}
+    suite = load_suite()
+    probs, scores, overlap, behaviour = {}, {}, {}, {}
     for role, version in roles.items():
-        probs[role] = score_labelled(registry, name, version, data.gold)
+        predictor = load_predictor(registry, name, version)
+        probs[role] = predictor.score_texts(data.gold.texts)
         metrics = classification_metrics(data.gold.labels, probs[role], bins)
         scores[role] = {"version": version, **{k: metrics[k] for k in METRICS}}
         overlap[role] = gold_overlap(registry, name, version, hashes, options.data_dir)
-    return probs, scores, overlap
+        behaviour[role] = run_suite(predictor.score_texts, suite)
+    return probs, scores, overlap, behaviour
 
 
 def judge(
@@ -268,7 +278,7 @@ def judge(
 ) -> Judged:
     """Score both versions on the gold set and apply the gate, then --force-promote, then --dry-run."""
     roles = {"candidate": candidate, **({"production": production} if production is not None else {})}
-    probs, scores, overlap = gold_scores(registry, name, roles, data, options, bins)
+    probs, scores, overlap, behaviour = gold_scores(registry, name, roles, data, options, bins)
     seen = overlap["production"].seen if production is not None else None
     fair = {role: o.rows == 0 for role, o in overlap.items()}
     extra = (
@@ -286,6 +296,8 @@ def judge(
             production_version=production,
             comparable=None if seen is None else ~seen,
             floor=FloorReference(floor["version"], floor["accuracy"], floor["rows"]) if floor else None,
+            candidate_behaviour=behaviour["candidate"],
+            production_behaviour=behaviour.get("production"),
         ),
         options.policy,
         [shadow.gate_check(registry, name, options.shadow, data.held_out), *options.extra_checks],
@@ -614,6 +626,13 @@ def add_policy_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--confidence", type=float, default=d.confidence, help="confidence level of the paired intervals"
     )
+    r.add_argument(
+        "--behaviour-tolerance",
+        type=float,
+        default=d.behaviour_tolerance,
+        help="refuse if a behaviour-suite pass rate (overall or any capability) is more than this fraction "
+        "(0.05 = 5 points) below production's",
+    )
 
 
 def add_retrain_command(sub: argparse._SubParsersAction) -> None:
@@ -794,6 +813,7 @@ def options_from_args(args: argparse.Namespace) -> RetrainOptions:
         ece_tolerance=args.ece_tolerance,
         floor_margin=args.floor_margin,
         confidence=args.confidence,
+        behaviour_tolerance=args.behaviour_tolerance,
     )
     return RetrainOptions(
         drop=args.new_data,

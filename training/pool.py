@@ -324,6 +324,9 @@ class TrainingSet:
     labels: np.ndarray
     keys: list[str]
     account: dict
+    ratings: np.ndarray | None = (
+        None  # base rows' star ratings (NaN for pooled and new rows); None = none known
+    )
 
 
 def _origin(source: str, file: str, row: int) -> str:
@@ -361,6 +364,7 @@ def assemble(
     base_frame = pd.DataFrame({"text": base.texts, "label": np.asarray(base.labels, dtype=np.int8)})
     base_frame["key"] = base_frame["text"].map(text_key)
     base_frame["file"], base_frame["row"], base_frame["sha256"] = Path(base.source).name, 0, ""
+    base_frame["rating"] = base.ratings_or_unknown()  # survives into retraining: short-text crops need it
     frames = [base_frame.assign(source="base")]
     frames += [rows.assign(source=run_id) for run_id, rows in pooled]
     frames.append(new.assign(source=new_source))
@@ -404,7 +408,10 @@ def assemble(
         account["relabelled"],
         account["gold_excluded"],
     )
-    return TrainingSet(kept["text"].tolist(), kept["label"].to_numpy(np.int8), kept["key"].tolist(), account)
+    ratings = None if base.ratings is None else kept["rating"].to_numpy(np.float64)
+    return TrainingSet(
+        kept["text"].tolist(), kept["label"].to_numpy(np.int8), kept["key"].tolist(), account, ratings
+    )
 
 
 def store_rows(rows: pd.DataFrame, run_dir: Path) -> Path:

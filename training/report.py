@@ -76,12 +76,19 @@ def write_report(
     *,
     history: list[dict] | None = None,
     context: dict | None = None,
+    sections: list[str] | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """Write metrics.json, PNG plots and report.md into ``out_dir``; return the Markdown path."""
+    """Write metrics.json, PNG plots and report.md into ``out_dir``; return the Markdown path.
+
+    ``sections`` are Markdown blocks (short texts, behaviour suite) placed before the plots;
+    ``extra`` joins the evaluation in metrics.json.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {k: v for k, v in evaluation.items() if k != "curves"}
-    (out_dir / "metrics.json").write_text(json.dumps({**summary, "context": context or {}}, indent=2))
+    doc = {**summary, **(extra or {}), "context": context or {}}
+    (out_dir / "metrics.json").write_text(json.dumps(doc, indent=2))
     plots = []
     if history:
         plot_learning_curves(history, out_dir / "learning_curves.png")
@@ -130,9 +137,44 @@ def write_report(
                 f"{h['val_loss']:.4f} | {h['val_accuracy']:.4f} | {h['seconds']:.0f} |"
             )
         lines.append("")
+    for section in sections or []:
+        lines += [section.rstrip("\n"), ""]
     for caption, name in plots:
         lines += [f"## {caption}", "", f"![{caption}]({name})", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     log.info("report written to %s", path)
     return path
+
+
+def quality_section(short_metrics: dict | None, ablation: dict, combination: dict) -> str:
+    """Return the report's Markdown on short texts and on what each branch contributes."""
+    lines = ["## Short texts and branches", ""]
+    if short_metrics:
+        lines += [
+            f"Short-text validation (v{short_metrics['version']}): {short_metrics['sentences']} opinionated "
+            f"sentences of 5-30 tokens from {short_metrics['reviews']} clearly rated held-out reviews "
+            f"(training/short_texts.py): accuracy **{short_metrics['accuracy']:.4f}**, "
+            f"ECE {short_metrics['ece']:.4f}.",
+            "",
+        ]
+    else:
+        lines += ["No short-text validation: the training data has no star ratings.", ""]
+    lines += [
+        "Accuracy of each branch alone and of the exported model, on the calibration split (no branch "
+        "and no combination was fitted on it):",
+        "",
+        "| branch | calibration-split accuracy | short-text accuracy |",
+        "| --- | --- | --- |",
+    ]
+    for branch, accuracy in ablation["calibration"].items():
+        short = ablation["short_texts"].get(branch)
+        lines.append(f"| {branch} | {accuracy:.4f} | {'' if short is None else f'{short:.4f}'} |")
+    if combination:
+        lines += [
+            "",
+            f"Combined = {combination['lstm_weight']:.3f} × LSTM + {combination['ngram_weight']:.3f} × "
+            f"n-grams + {combination['bias']:.3f} (fitted on the epoch-selection split; 2-fold cross-fitted "
+            f"accuracy there {combination['accuracy_crossfit']:.4f}).",
+        ]
+    return "\n".join(lines) + "\n"

@@ -80,6 +80,22 @@ def data_lines(data: dict) -> list[str]:
     return lines
 
 
+def behaviour_lines(checks: list[dict]) -> list[str]:
+    """Return the behaviour suite's pass rates per capability, candidate beside production (if scored)."""
+    numbers = next((c["numbers"] for c in checks if c["name"] == "behaviour"), {})
+    if "candidate" not in numbers:
+        return []
+    roles = [r for r in ("production", "candidate") if r in numbers]
+    lines = ["", f"## Behaviour suite ({numbers.get('suite', 'not compared')})", ""]
+    lines += ["| capability | " + " | ".join(roles) + " |", "| --- |" + " --- |" * len(roles)]
+    for capability in numbers["candidate"]:
+        rates = [numbers[r].get(capability) for r in roles]
+        lines.append(
+            f"| {capability} | " + " | ".join(fmt(None if v is None else 100 * v, 1) for v in rates) + " |"
+        )
+    return lines
+
+
 def markdown(report: dict) -> str:
     """Return the run report as Markdown: decision, checks, data, gold-set lineage, metrics."""
     gold, data = report["gold"], report["data"]
@@ -112,6 +128,7 @@ def markdown(report: dict) -> str:
         f"| {c['name']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |"
         for c in report["gate"]["checks"]
     ]
+    lines += behaviour_lines(report["gate"]["checks"])
     lines += data_lines(data)
     lines += ["", *shadow.markdown(report.get("shadow"))]
     if report.get("drift"):

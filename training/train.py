@@ -1,8 +1,10 @@
 """Train one model version end to end, top to bottom.
 
-data → tokenizer → vocabulary → word2vec → Embedding/LSTM classifier (training/fit.py) →
-temperature scaling → evaluation report → artifact (Keras, SavedModel, ONNX, tokenizer,
-manifest) → registry. :func:`train_version` reads as that list of named steps.
+data (+ short-text crops) → tokenizer → vocabulary → word2vec → Embedding/LSTM classifier
+(training/fit.py) → n-gram branch (NBSVM in closed form, training/ngrams.py) and its combination
+→ temperature scaling → evaluation (full reviews, short texts, behaviour suite) → artifact (Keras,
+SavedModel, ONNX, tokenizer, manifest) → registry. :func:`train_version` reads as that list of
+named steps.
 
 Run ``python -m training.train --help`` for the command line; :func:`train_version` is the
 function the retraining pipeline calls.
@@ -58,6 +60,7 @@ from training.data import (
 )
 from training.lineage import write_training_data
 from training.metrics import cross_fitted_probabilities, evaluate_logits
+from training.short_texts import SHORT_TEXT_VERSION, short_text_set, training_crops
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +96,17 @@ class Prepared:
     word2vec: Any  # gensim.models.Word2Vec
     embedding: np.ndarray  # [vocabulary size, w2v_dim], row i = token id i
     embedding_stats: dict
-    x_train: list[np.ndarray]
+    x_train: list[np.ndarray]  # whole training reviews, then their short-text crops
     y_train: np.ndarray
-    x_val: list[np.ndarray]  # epoch selection (early stopping)
+    x_val: list[np.ndarray]  # epoch selection (early stopping) and the branch combination
     y_val: np.ndarray
     x_cal: list[np.ndarray]  # calibration: fits the temperature, never picks the epoch
     y_cal: np.ndarray
+    w_train: np.ndarray | None = None  # loss weight per training row; None = all 1 (no crops)
+    training_snippets: int = 0  # crops at the end of x_train
+    x_short: list[np.ndarray] = field(default_factory=list)  # short-text validation: held-out sentences
+    y_short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    short_reviews: int = 0  # held-out reviews the short texts come from
 
 
 def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingInputs:
@@ -125,7 +133,7 @@ def load_inputs(config: TrainConfig, data_dir: Path | None = None) -> TrainingIn
 def prepare(
     config: TrainConfig, inputs: TrainingInputs, previous_word2vec: Path | None, timings: dict[str, float]
 ) -> Prepared:
-    """Split, tokenise, build the vocabulary and word2vec, and encode the splits."""
+    """Split, tokenise, build the vocabulary and word2vec, encode the splits; add the short texts."""
     from training.progress import Word2VecProgress
 
     # The held-out rows never feed the vocabulary or word2vec. Half of them pick the epoch (early
@@ -179,7 +187,7 @@ def prepare(
     def encode(index: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(vocab.ids_for_tokens(tokens[i]), dtype=np.int64) for i in index]
 
-    return Prepared(
+    data = Prepared(
         vocab=vocab,
         word2vec=w2v,
         embedding=matrix,
@@ -191,19 +199,110 @@ def prepare(
         x_cal=encode(cal_idx),
         y_cal=labelled.labels[cal_idx],
     )
+    add_short_texts(data, config, labelled, train_idx, np.concatenate([val_idx, cal_idx]))
+    return data
 
 
-# -- step 3: calibrate ----------------------------------------------------------------------------
-def calibrate(logits_fn, data: Prepared, config: TrainConfig) -> dict:
-    """Fit one temperature on the calibration split (Guo et al. 2017); return its out-of-sample evaluation.
+def add_short_texts(
+    data: Prepared, config: TrainConfig, labelled: LabelledData, train_idx: np.ndarray, held_idx: np.ndarray
+) -> None:
+    """Append crops of clearly rated training reviews to the training rows; cut the short-text validation set.
+
+    A crop weighs ``crop_weight`` in the loss (a whole review 1). The validation sentences come from
+    held-out reviews only (epoch selection and calibration rows: never trained on). Without star
+    ratings (a file with no rating column) there is neither.
+    """
+    ratings = labelled.ratings_or_unknown()
+    texts = labelled.texts
+    if config.crops_per_review:
+        crops = training_crops(
+            [texts[i] for i in train_idx],
+            labelled.labels[train_idx],
+            ratings[train_idx],
+            per_review=config.crops_per_review,
+            seed=config.seed,
+        )
+        if len(crops):
+            data.x_train = data.x_train + data.vocab.encode_many(crops.texts)
+            data.w_train = np.concatenate([np.ones(len(train_idx)), np.full(len(crops), config.crop_weight)])
+            data.y_train = np.concatenate([data.y_train, crops.labels]).astype(np.int8)
+            data.training_snippets = len(crops)
+    short = short_text_set(
+        [texts[i] for i in held_idx], labelled.labels[held_idx], ratings[held_idx], seed=config.seed
+    )
+    data.x_short, data.y_short = data.vocab.encode_many(short.texts), short.labels
+    data.short_reviews = int(len(np.unique(short.source)))
+    log.info(
+        "short texts: %d training snippets, %d validation sentences from %d held-out reviews",
+        data.training_snippets,
+        len(short),
+        data.short_reviews,
+    )
+
+
+# -- step 3: the n-gram branch --------------------------------------------------------------------
+def fit_ngram_branch(
+    model, logits_fn, data: Prepared, config: TrainConfig, timings: dict[str, float]
+) -> tuple[dict, dict]:
+    """Fit NBSVM on the training rows, weigh it against the LSTM on the epoch-selection split, install both.
+
+    NBSVM is fitted in closed form on the same rows the LSTM trained on (crops included); one
+    logistic regression on the epoch-selection split weighs the two branches' logits, and the
+    weights are folded into the Dense layer (the graph stays Embedding → LSTM → pooling ⊕ n-grams →
+    Dense). Returns (the combination, each branch's logits per held-out split) for the ablation.
+    """
+    from training.fit import predict_logits
+    from training.model import install_ngram_branch, ngram_orders
+    from training.ngrams import fit_combination, fit_nbsvm, ngram_scores
+
+    splits = {"validation": data.x_val, "calibration": data.x_cal, "short_texts": data.x_short}
+    branches = {split: {"lstm": predict_logits(logits_fn, x)} for split, x in splits.items()}
+    if not config.ngram_order:
+        return {}, branches
+    t0 = time.perf_counter()
+    orders, vocab_size, buckets = ngram_orders(config), len(data.vocab), config.ngram_buckets
+    table, intercept = fit_nbsvm(
+        data.x_train,
+        data.y_train,
+        vocab_size,
+        buckets,
+        orders,
+        sample_weight=data.w_train,
+        c=config.ngram_c,
+        alpha=config.ngram_alpha,
+    )
+    for split, x in splits.items():
+        branches[split]["ngrams"] = ngram_scores(table, pad_batch(x), vocab_size, buckets, orders) + intercept
+    validation = branches["validation"]
+    weights, bias, crossfit = fit_combination(
+        np.column_stack([validation["lstm"], validation["ngrams"]]), data.y_val, config.seed
+    )
+    install_ngram_branch(model, table, intercept, weights, bias)
+    timings["ngrams_s"] = time.perf_counter() - t0
+    combination = {
+        "method": "logistic regression on the epoch-selection split's logits",
+        "lstm_weight": float(weights[0]),
+        "ngram_weight": float(weights[1]),
+        "bias": bias,
+        "accuracy_crossfit": crossfit,
+    }
+    log.info("n-gram branch: %s", combination)
+    return combination, branches
+
+
+def branch_accuracies(labels: np.ndarray, logits: dict[str, np.ndarray]) -> dict[str, float]:
+    """Return the accuracy of each named logit vector (the ablation in the manifest)."""
+    return {k: float(((np.asarray(v) > 0) == (labels == 1)).mean()) for k, v in logits.items()}
+
+
+# -- step 4: calibrate ----------------------------------------------------------------------------
+def calibrate(logits: np.ndarray, data: Prepared, config: TrainConfig) -> dict:
+    """Fit one temperature on the calibration split's logits (Guo et al. 2017); return its evaluation.
 
     The served temperature is fitted on the whole split; the "after scaling" metrics come from
     2-fold cross-fitting (each row scaled by the temperature fitted on the other half), so no row
     is judged by a temperature it helped fit.
     """
-    from training.fit import predict_logits
-
-    logits = predict_logits(logits_fn, data.x_cal)
     temperature, probs, folds = cross_fitted_probabilities(data.y_cal, logits, seed=config.seed)
     evaluation = evaluate_logits(data.y_cal, logits, temperature, config.ece_bins, calibrated_probs=probs)
     evaluation["fold_temperatures"] = folds
@@ -218,28 +317,88 @@ def calibrate(logits_fn, data: Prepared, config: TrainConfig) -> dict:
     return evaluation
 
 
-# -- step 4: export -------------------------------------------------------------------------------
-def export(model, serving, data: Prepared, staging: Path, config: TrainConfig) -> dict:
-    """Write Keras, SavedModel, ONNX, tokenizer and word2vec files; return the runtime parity check."""
+def evaluate_held_out(
+    logits_fn, data: Prepared, config: TrainConfig, combination: dict, branches: dict
+) -> tuple[dict, dict]:
+    """Calibrate, then score the short texts; return (calibration evaluation, quality fields of the manifest).
+
+    The quality fields are the short-text validation metrics, the branch ablation and the
+    combination. The ablation's "combined" column is the exported graph itself, measured on the
+    calibration split, which neither the branches nor their combination were fitted on.
+    """
+    from training.fit import predict_logits
+
+    branches["calibration"]["combined"] = predict_logits(logits_fn, data.x_cal)
+    evaluation = calibrate(branches["calibration"]["combined"], data, config)
+    short_metrics = None
+    if len(data.x_short):
+        logits = predict_logits(logits_fn, data.x_short)
+        branches["short_texts"]["combined"] = logits
+        calibrated = evaluate_logits(data.y_short, logits, evaluation["temperature"], config.ece_bins)[
+            "calibrated"
+        ]
+        short_metrics = {
+            "version": SHORT_TEXT_VERSION,
+            "sentences": len(data.x_short),
+            "reviews": data.short_reviews,
+            **{k: calibrated[k] for k in ("accuracy", "f1", "roc_auc", "log_loss", "ece")},
+        }
+        log.info("short texts: accuracy %.4f on %d sentences", short_metrics["accuracy"], len(data.x_short))
+    ablation = {"calibration": branch_accuracies(data.y_cal, branches["calibration"])}
+    ablation["short_texts"] = (
+        branch_accuracies(data.y_short, branches["short_texts"]) if short_metrics else {}
+    )
+    return evaluation, {"short_text_metrics": short_metrics, "ablation": ablation, "combination": combination}
+
+
+# -- step 5: export -------------------------------------------------------------------------------
+def export(
+    model, data: Prepared, staging: Path, config: TrainConfig, temperature: float
+) -> tuple[dict, dict]:
+    """Write Keras, SavedModel, ONNX, tokenizer and word2vec files; return (runtime parity, behaviour suite).
+
+    Both graphs output the raw ``logit`` and ``probability`` = sigmoid(logit / temperature), so a
+    runtime serving either as-is (TF Serving, Triton) returns calibrated probabilities. The
+    behaviour suite (training/behaviour.py) scores the exported ONNX graph, the service's path.
+    """
     import onnx
 
-    from training.model import extract_weights
+    from training.behaviour import run_suite
+    from training.model import extract_weights, serving_model
     from training.onnx_export import build_onnx_model
 
+    serving = serving_model(model, temperature)
     model.save(staging / KERAS_FILE)
     serving.export(str(staging / SAVED_MODEL_DIR), format="tf_saved_model", verbose=False)
-    onnx.save(build_onnx_model(extract_weights(model, config)), str(staging / ONNX_FILE))
+    onnx.save(build_onnx_model(extract_weights(model, config), temperature), str(staging / ONNX_FILE))
     data.vocab.save(staging / TOKENIZER_FILE)
     data.word2vec.save(str(staging / WORD2VEC_FILE))
-    return check_parity(model, staging, data.x_val + data.x_cal, config)
+    parity = check_parity(serving, staging, data.x_val + data.x_cal, config, temperature)
+    behaviour = run_suite(onnx_scorer(staging, data.vocab))
+    log.info("behaviour suite: %.1f %% of %d cases pass", 100 * behaviour["pass_rate"], behaviour["cases"])
+    return parity, behaviour
+
+
+def onnx_scorer(staging: Path, vocab: Vocabulary):
+    """Return texts → the exported graph's own calibrated probabilities (length-sorted batches)."""
+    from inference.predictor import OnnxRuntimeBackend
+    from training.fit import predict_logits
+
+    backend = OnnxRuntimeBackend(staging / ONNX_FILE)
+    return lambda texts: predict_logits(backend.probabilities, vocab.encode_many(texts), batch_size=64)
 
 
 # -- parity ---------------------------------------------------------------------------------------
-def check_parity(model, staging: Path, sequences: Sequence[np.ndarray], config: TrainConfig) -> dict:
-    """Compare Keras, ONNX Runtime and SavedModel probabilities on real reviews of mixed lengths.
+def check_parity(
+    serving, staging: Path, sequences: Sequence[np.ndarray], config: TrainConfig, temperature: float
+) -> dict:
+    """Compare Keras, ONNX Runtime and SavedModel outputs on real reviews of mixed lengths.
 
     Keras scores the reviews in random-order batches (lots of padding) and one at a time (none);
-    ONNX Runtime and the SavedModel score them length-sorted. All must agree within tolerance.
+    ONNX Runtime and the SavedModel score them length-sorted. Both outputs are checked: the raw
+    logit (as a probability, what the service calibrates itself) and the graph's calibrated
+    ``probability`` (temperature baked in, what TF Serving returns), which must also equal the
+    service's own calibration. All must agree within tolerance.
     """
     from inference.predictor import OnnxRuntimeBackend, SavedModelBackend, sigmoid
 
@@ -251,28 +410,44 @@ def check_parity(model, staging: Path, sequences: Sequence[np.ndarray], config: 
     pick = rng.permutation(np.unique(pick))
     seqs = [sequences[i] for i in pick]
 
-    mixed = np.concatenate(
-        [model.predict(pad_batch(seqs[i : i + 32]), verbose=0).reshape(-1) for i in range(0, len(seqs), 32)]
-    )
-    alone = np.array([model.predict(pad_batch([s]), verbose=0).reshape(-1)[0] for s in seqs[:32]])
+    def keras_outputs(batch: list) -> tuple[np.ndarray, np.ndarray]:
+        out = serving.predict(pad_batch(batch), verbose=0)
+        return sigmoid(np.asarray(out["logit"]).reshape(-1)), np.asarray(out["probability"]).reshape(-1)
+
+    batched = [keras_outputs(seqs[i : i + 32]) for i in range(0, len(seqs), 32)]
+    mixed, mixed_calibrated = (np.concatenate(parts) for parts in zip(*batched))
+    alone = np.array([keras_outputs([s])[0][0] for s in seqs[:32]])
     order = np.argsort([len(s) for s in seqs], kind="stable")
 
-    def sorted_scores(backend) -> np.ndarray:
+    def sorted_scores(score) -> np.ndarray:
         out = np.empty(len(seqs))
         for i in range(0, len(seqs), 64):
             idx = order[i : i + 64]
-            out[idx] = sigmoid(backend.logits(pad_batch([seqs[j] for j in idx])))
+            out[idx] = score(pad_batch([seqs[j] for j in idx]))
         return out
 
-    onnx_scores = sorted_scores(OnnxRuntimeBackend(staging / ONNX_FILE))
-    saved_scores = sorted_scores(SavedModelBackend(staging / SAVED_MODEL_DIR))
+    onnx, saved = OnnxRuntimeBackend(staging / ONNX_FILE), SavedModelBackend(staging / SAVED_MODEL_DIR)
+    onnx_logits, onnx_probability = sorted_scores(onnx.logits), sorted_scores(onnx.probabilities)
+    service_probability = sigmoid(onnx_logits / temperature)
+
+    def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.abs(a - b).max())
+
     result = {
         "reviews": len(seqs),
         "min_tokens": int(min(len(s) for s in seqs)),
         "max_tokens": int(max(len(s) for s in seqs)),
-        "onnx_vs_keras_max_abs_diff": float(np.abs(onnx_scores - mixed).max()),
-        "savedmodel_vs_keras_max_abs_diff": float(np.abs(saved_scores - mixed).max()),
-        "keras_alone_vs_batched_max_abs_diff": float(np.abs(alone - mixed[:32]).max()),
+        "temperature": temperature,
+        "onnx_vs_keras_max_abs_diff": max_diff(sigmoid(onnx_logits), mixed),
+        "savedmodel_vs_keras_max_abs_diff": max_diff(sigmoid(sorted_scores(saved.logits)), mixed),
+        "keras_alone_vs_batched_max_abs_diff": max_diff(alone, mixed[:32]),
+        "onnx_probability_vs_keras_max_abs_diff": max_diff(onnx_probability, mixed_calibrated),
+        "savedmodel_probability_vs_keras_max_abs_diff": max_diff(
+            sorted_scores(saved.probabilities), mixed_calibrated
+        ),
+        "onnx_probability_vs_service_calibration_max_abs_diff": max_diff(
+            onnx_probability, service_probability
+        ),
         "tolerance": config.parity_tolerance,
     }
     result["passed"] = all(v <= config.parity_tolerance for k, v in result.items() if k.endswith("diff"))
@@ -304,7 +479,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-# -- step 5: write the artifact and publish it -----------------------------------------------------
+# -- step 6: write the artifact and publish it -----------------------------------------------------
 def build_manifest(
     name: str,
     config: TrainConfig,
@@ -317,8 +492,13 @@ def build_manifest(
     parity: dict,
     timings: dict[str, float],
     parent_version: int | None,
+    quality: dict,
 ) -> dict:
-    """Return the manifest: everything needed to trust, rebuild and trace this version."""
+    """Return the manifest: everything needed to trust, rebuild and trace this version.
+
+    ``quality`` holds the short-text metrics, the branch ablation and combination, and the
+    behaviour suite's pass rates.
+    """
     calibrated, uncalibrated = evaluation["calibrated"], evaluation["uncalibrated"]
     metrics = {
         **calibrated,
@@ -339,16 +519,19 @@ def build_manifest(
             "rows": len(data.x_cal),
             "metrics": "2-fold cross-fitted, out of sample",
             "fold_temperatures": evaluation["fold_temperatures"],
+            "baked_into": "probability output of model.onnx and saved_model/ (logit stays raw)",
         },
         "metrics": metrics,
+        **quality,
         "history": history,
         "embedding": data.embedding_stats,
         "parity": parity,
         "timings": timings,
         "data": {
-            "train_rows": len(data.x_train),
+            "train_rows": len(data.x_train) - data.training_snippets,
             "validation_rows": len(data.x_val),
             "calibration_rows": len(data.x_cal),
+            "training_snippets": data.training_snippets,
             "unlabelled_rows": len(inputs.unlabelled),
             "skipped_rows": inputs.labelled.skipped,
         },
@@ -377,7 +560,8 @@ def write_artifact(
 ) -> None:
     """Write the validation report (and drift reference), then the manifest: last, since a folder
     without it is never published."""
-    from training.report import write_report
+    from training.behaviour import markdown_table
+    from training.report import quality_section, write_report
 
     if reference is not None:
         write_json_atomic(staging / DRIFT_REFERENCE_FILE, reference)
@@ -389,7 +573,20 @@ def write_artifact(
         "training time (s)": round(manifest["timings"]["total_s"]),
     }
     title = f"Model {manifest['name']}: validation report"
-    write_report(staging / REPORT_DIR, title, evaluation, history=history, context=context)
+    sections = [
+        quality_section(manifest["short_text_metrics"], manifest["ablation"], manifest["combination"]),
+        markdown_table(manifest["behaviour"]),
+    ]
+    extra = {k: manifest[k] for k in ("short_text_metrics", "ablation", "combination", "behaviour")}
+    write_report(
+        staging / REPORT_DIR,
+        title,
+        evaluation,
+        history=history,
+        context=context,
+        sections=sections,
+        extra=extra,
+    )
     write_json_atomic(staging / MANIFEST, manifest)
 
 
@@ -422,35 +619,42 @@ def train_version(
     import keras
 
     from training.fit import fit, logit_function
-    from training.model import build_classifier, logit_model
+    from training.model import build_classifier, serving_model
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
     keras.utils.set_random_seed(config.seed)
 
-    # 1. Data → ids: split, tokenise, vocabulary and word2vec from training text only, encode.
+    # 1. Data → ids: split, tokenise, vocabulary and word2vec from training text only, encode;
+    #    crops of clearly rated training reviews join the training rows.
     data = prepare(config, inputs, previous_word2vec, timings)
 
-    # 2. Fit: embedding frozen, then fine-tuned; the best validation epoch is kept.
+    # 2. Fit the LSTM: embedding frozen, then fine-tuned; the best validation epoch is kept.
     t0 = time.perf_counter()
     model = build_classifier(config, data.embedding)
-    serving = logit_model(model)
-    logits_fn = logit_function(serving)
-    rng = np.random.default_rng(config.seed)
-    fitted = fit(model, logits_fn, (data.x_train, data.y_train), (data.x_val, data.y_val), config, rng)
+    logits_fn = logit_function(serving_model(model))  # the n-gram table is all zeros until step 3
+    train, validation = (data.x_train, data.y_train), (data.x_val, data.y_val)
+    fitted = fit(
+        model, logits_fn, train, validation, config, np.random.default_rng(config.seed), data.w_train
+    )
     timings["train_s"] = time.perf_counter() - t0
 
-    # 3. Calibrate on validation: one temperature for the logits.
-    evaluation = calibrate(logits_fn, data, config)
+    # 3. The n-gram branch: NBSVM in closed form, weighed against the LSTM, folded into the Dense layer.
+    combination, branches = fit_ngram_branch(model, logits_fn, data, config, timings)
 
-    # 4-5. Export into a staging folder, check runtime parity, write the manifest last, publish.
+    # 4. Calibrate on the calibration split (one temperature); score the short texts; the ablation.
+    evaluation, quality = evaluate_held_out(logits_fn, data, config, combination, branches)
+
+    # 5-6. Export into a staging folder (parity check, behaviour suite), write the manifest last, publish.
     t0 = time.perf_counter()
     log.info("export: Keras model, SavedModel and ONNX graph, then the runtime parity check")
     with registry.staging_dir(name) as staging:
-        parity = export(model, serving, data, staging, config)
+        parity, behaviour = export(model, data, staging, config, evaluation["temperature"])
         timings["export_s"] = time.perf_counter() - t0
-        log.info("export and parity check done in %.0f s", timings["export_s"])
+        log.info("export, parity check and behaviour suite done in %.0f s", timings["export_s"])
         timings["total_s"] = time.perf_counter() - started
+        timings["total_cpu_s"] = time.process_time() - cpu_started
+        quality["behaviour"] = behaviour
         manifest = build_manifest(
             name,
             config,
@@ -462,6 +666,7 @@ def train_version(
             parity=parity,
             timings=timings,
             parent_version=parent_version,
+            quality=quality,
         )
         manifest.update(extra_manifest or {})
         write_training_data(staging, inputs.labelled.texts, inputs.labelled.labels)  # lineage: what it saw

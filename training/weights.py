@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from training.ngrams import table_size
+
 
 @dataclass
 class LstmWeights:
@@ -26,9 +28,12 @@ class ClassifierWeights:
 
     embedding: np.ndarray  # [V, E]
     directions: list[LstmWeights]  # forward (, backward)
-    dense_kernel: np.ndarray  # [F, 1]
+    dense_kernel: np.ndarray  # [F, 1] (F = pooled LSTM features, + 1 for the n-gram score)
     dense_bias: np.ndarray  # [1]
     pooling: str
+    ngram_table: np.ndarray | None = None  # [V + buckets + 1, 1]; None = no n-gram branch
+    ngram_buckets: int = 0
+    ngram_orders: tuple[int, ...] = ()
 
 
 def random_weights(
@@ -39,8 +44,13 @@ def random_weights(
     bidirectional: bool = True,
     pooling: str = "meanmax",
     seed: int = 0,
+    ngram_buckets: int = 0,
+    ngram_orders: tuple[int, ...] = (1, 2),
 ) -> ClassifierWeights:
-    """Return random weights of the right shapes (for tests of the graph and of consumers)."""
+    """Return random weights of the right shapes (for tests of the graph and of consumers).
+
+    ``ngram_buckets`` > 0 adds the n-gram branch (hashed n-grams into that many rows).
+    """
     rng = np.random.default_rng(seed)
     dirs = [
         LstmWeights(
@@ -50,11 +60,14 @@ def random_weights(
         )
         for _ in range(2 if bidirectional else 1)
     ]
-    features = units * len(dirs) * (2 if pooling == "meanmax" else 1)
+    features = units * len(dirs) * (2 if pooling == "meanmax" else 1) + (1 if ngram_buckets else 0)
     return ClassifierWeights(
         embedding=rng.normal(0, 0.5, (vocab_size, embed_dim)),
         directions=dirs,
         dense_kernel=rng.normal(0, 0.3, (features, 1)),
         dense_bias=np.zeros(1),
         pooling=pooling,
+        ngram_table=rng.normal(0, 0.2, (table_size(vocab_size, ngram_buckets), 1)) if ngram_buckets else None,
+        ngram_buckets=ngram_buckets,
+        ngram_orders=tuple(ngram_orders) if ngram_buckets else (),
     )

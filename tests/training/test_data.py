@@ -61,6 +61,18 @@ def test_bad_rows_are_reported_with_row_numbers_or_skipped_and_counted(tmp_path)
     assert data.texts == ["good", "ok"] and data.skipped == {"empty or non-text": 2, "unknown label": 1}
 
 
+def test_star_ratings_are_read_when_present_and_follow_the_rows(tmp_path):
+    frame = pd.DataFrame(
+        {"text": ["good", "", "bad", "ok"], "label": [1, 0, 0, 1], "rating": ["10", "1", "2", "seven"]}
+    )
+    data = load_labelled(write(tmp_path, "r.csv", frame), skip_bad_rows=True)
+    assert data.texts == ["good", "bad", "ok"]
+    np.testing.assert_array_equal(data.ratings, [10.0, 2.0, np.nan])  # an unreadable rating is unknown
+    np.testing.assert_array_equal(data.subset(np.array([2, 0])).ratings, [np.nan, 10.0])
+    plain = load_labelled(write(tmp_path, "p.csv", frame.drop(columns="rating").iloc[[0, 2]]))
+    assert plain.ratings is None and np.isnan(plain.ratings_or_unknown()).all()
+
+
 def test_unreadable_and_unknown_files_fail_clearly(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(DataError, match=r"broken\.parquet: cannot read"):

@@ -103,6 +103,7 @@ def test_candidate_within_the_noise_passes_with_its_interval():
         "log_loss_vs_production",
         "ece_vs_production",
         "floor",
+        "behaviour",
     ]
 
 
@@ -153,15 +154,47 @@ def test_extra_checks_are_appended():
     from training.gate import Check
 
     labels, prod, cand = synthetic()
-    extra = lambda inputs, policy: Check("behaviour", False, "fails on negation", {"failures": 3})  # noqa: E731
+    extra = lambda inputs, policy: Check("extra", False, "fails on negation", {"failures": 3})  # noqa: E731
     result = decide(GateInputs(labels, cand, 2, prod, 1), Policy(), extra_checks=[extra])
-    assert not result.promote and result.checks[-1].name == "behaviour"
+    assert not result.promote and result.checks[-1].name == "extra"
     assert result.to_dict()["checks"][-1] == {
-        "name": "behaviour",
+        "name": "extra",
         "passed": False,
         "detail": "fails on negation",
         "numbers": {"failures": 3},
     }
+
+
+def reads_negation(texts):
+    """A 'model' that gets negation right on the suite's words: positive iff 'not' and praise disagree."""
+    praise = ("good", "great", "superb", "loved", "wonderful", "excellent", "brilliant")
+    return np.array(
+        [0.2 if ("not" in t.lower().split()) == any(w in t.lower() for w in praise) else 0.8 for t in texts]
+    )
+
+
+def test_behaviour_check_refuses_a_capability_drop_and_reports_both_versions():
+    from training.behaviour import run_suite
+
+    labels, prod, cand = synthetic()
+    good = run_suite(reads_negation)
+    deaf = run_suite(lambda texts: np.full(len(texts), 0.9))  # everything positive: negation collapses
+
+    def behaviour(candidate, tolerance):
+        inputs = GateInputs(
+            labels, cand, 2, prod, 1, candidate_behaviour=candidate, production_behaviour=good
+        )
+        return decide(inputs, Policy(behaviour_tolerance=tolerance)).check("behaviour")
+
+    refused = behaviour(deaf, 0.05)
+    assert not refused.passed and "behaviour pass rate on" in refused.detail
+    assert refused.numbers["production"]["negation"] > refused.numbers["candidate"]["negation"] + 0.05
+    assert refused.numbers["suite"].startswith("sentiment-behaviour v")
+    assert behaviour(deaf, 1.0).passed  # a tolerance of 100 points lets anything through
+    assert behaviour(good, 0.0).passed  # no drop at all passes even a zero tolerance
+    # Without production, or without suite reports, there is nothing to compare.
+    assert decide(GateInputs(labels, cand, 1, candidate_behaviour=deaf), Policy()).check("behaviour").passed
+    assert decide(GateInputs(labels, cand, 2, prod, 1), Policy()).check("behaviour").passed
 
 
 def manifest(*, quick: bool, accuracy: float = 0.8, ece: float = 0.03, parity: bool = True) -> dict:

@@ -23,7 +23,7 @@ from training.pool import Ledger, pending_files, read_drop
 
 pytestmark = pytest.mark.slow
 LOOSE = Policy(
-    accuracy_tolerance=1, log_loss_tolerance=1, ece_tolerance=1, floor_margin=1
+    accuracy_tolerance=1, log_loss_tolerance=1, ece_tolerance=1, floor_margin=1, behaviour_tolerance=1
 )  # gate always passes
 LOOSE_FLAGS = [
     "--accuracy-tolerance",
@@ -33,6 +33,8 @@ LOOSE_FLAGS = [
     "--ece-tolerance",
     "1",
     "--floor-margin",
+    "1",
+    "--behaviour-tolerance",
     "1",
 ]
 
@@ -74,6 +76,9 @@ def test_retrain_reads_dedups_reports_and_never_consumes_twice(setup):
     )
     assert report["promoted"] and registry.production_version("sentiment") == report["candidate_version"] == 2
     assert set(report["gold"]["metrics"]) == {"candidate", "production"}
+    # Both versions ran the one behaviour suite this code ships, capability by capability.
+    behaviour = next(c for c in report["gate"]["checks"] if c["name"] == "behaviour")["numbers"]
+    assert set(behaviour["candidate"]) == set(behaviour["production"]) >= {"overall", "negation", "typos"}
     manifest = registry.manifest("sentiment", 2)
     assert manifest["lineage"]["parent_version"] == 1
     assert str(drop / "batch1.csv") in manifest["lineage"]["data_fingerprints"]
@@ -99,7 +104,7 @@ def test_dry_run_of_a_shuffled_label_candidate_consumes_nothing_and_sees_product
         data_dir=world.root,
         dry_run=True,
         shuffle_labels=True,
-        extra_checks=[lambda inputs, policy: Check("behaviour", True, f"v{inputs.candidate_version} ok")],
+        extra_checks=[lambda inputs, policy: Check("extra", True, f"v{inputs.candidate_version} ok")],
     )
     report = retrain(registry, "sentiment", options)
     assert not report["promoted"] and report["reason"].startswith("dry run; would not promote")
@@ -122,7 +127,7 @@ def test_dry_run_of_a_shuffled_label_candidate_consumes_nothing_and_sees_product
     }
     assert overlap["candidate"]["gold_rows_trained_on"] == 0
     assert report["data"]["gold_excluded"] == {"base": 50, "pool": 0, "new": 0}
-    assert report["gate"]["checks"][-1]["name"] == "behaviour"  # checks others add run in the gate too
+    assert report["gate"]["checks"][-1]["name"] == "extra"  # checks others add run in the gate too
     compared = next(c for c in report["gate"]["checks"] if c["name"] == "accuracy_vs_production")
     assert compared["numbers"]["rows"] == 300  # production is judged only on gold rows it never saw
 

@@ -62,6 +62,21 @@ def test_assemble_newest_label_wins_gold_is_excluded_and_everything_is_counted()
     assert a["rows"] == 5 and a["new_rows_read"] == 5
 
 
+def test_base_star_ratings_survive_assembly_and_a_relabel_drops_them():
+    base = LabelledData(
+        ["alpha film", "beta film", "gamma film"],
+        np.array([1, 0, 1], np.int8),
+        "base.csv",
+        ratings=np.array([10.0, 1.0, 9.0]),
+    )
+    new = rows([("beta film", 1), ("delta film", 0)])  # relabels beta; delta is new
+    ts = assemble(base, [], new, set())
+    ratings = dict(zip(ts.texts, ts.ratings.tolist()))
+    assert ratings["alpha film"] == 10.0 and ratings["gamma film"] == 9.0
+    assert np.isnan(ratings["beta film"]) and np.isnan(ratings["delta film"])  # no stars known for them
+    assert assemble(LabelledData(["x"], np.array([1], np.int8), "b.csv"), [], new, set()).ratings is None
+
+
 def test_bad_drop_file_is_quarantined_with_a_reason_and_the_rest_is_read(tmp_path):
     drop = tmp_path / "drop"
     drop.mkdir()

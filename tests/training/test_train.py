@@ -55,6 +55,23 @@ def test_artifact_is_complete_and_describes_itself(version_dir):
     assert manifest["data"]["calibration_rows"] == manifest["calibration"]["rows"] > 0
     assert "training_data.npz" in names  # lineage: the identity of every labelled row it was given
     assert 0.5 < manifest["metrics"]["accuracy"] <= 1.0
+    parity = manifest["parity"]
+    for key in (
+        "onnx_probability_vs_keras_max_abs_diff",
+        "savedmodel_probability_vs_keras_max_abs_diff",
+        "onnx_probability_vs_service_calibration_max_abs_diff",
+    ):
+        assert parity[key] <= 1e-5
+    short = manifest["short_text_metrics"]
+    assert short["sentences"] > 20 and 0 <= short["accuracy"] <= 1
+    assert set(manifest["ablation"]["calibration"]) == set(manifest["ablation"]["short_texts"])
+    assert set(manifest["ablation"]["calibration"]) == {"lstm", "ngrams", "combined"}
+    assert manifest["ablation"]["calibration"]["combined"] == pytest.approx(manifest["metrics"]["accuracy"])
+    assert manifest["combination"]["ngram_weight"] != 0 and manifest["data"]["training_snippets"] > 0
+    behaviour = manifest["behaviour"]
+    assert behaviour["cases"] > 400 and {"negation", "typos"} <= set(behaviour["capabilities"])
+    report = (version_dir / "report" / "report.md").read_text()
+    assert "Short-text validation" in report and "| negation |" in report
     assert {"report.md", "reliability.png", "roc.png", "learning_curves.png"} <= {
         p.name for p in (version_dir / "report").iterdir()
     }
@@ -78,6 +95,10 @@ def test_onnx_savedmodel_and_keras_agree_on_raw_texts(version_dir):
     onnx_scores = onnx_predictor.score_ids(ids)
     np.testing.assert_allclose(onnx_scores, saved_predictor.score_ids(ids), atol=1e-5)
     np.testing.assert_allclose(onnx_scores, onnx_predictor.calibrate(keras_logits), atol=1e-5)
+    # The graphs' own probability outputs (what TF Serving returns) are the calibrated scores too.
+    for backend in (onnx_predictor.backend, saved_predictor.backend):
+        baked = np.array([backend.probabilities(pad_batch([s]))[0] for s in ids])
+        np.testing.assert_allclose(baked, onnx_scores, atol=1e-5)
 
 
 def test_score_does_not_depend_on_batch_or_padding(version_dir):

@@ -1,0 +1,139 @@
+"""Short texts cut from long reviews: training crops and the short-text validation set.
+
+Users send one sentence as often as a whole review, but IMDB only labels whole reviews. A sentence
+inherits its review's label only when the review is *clearly* rated (1-2 or 9-10 stars): a
+7-star review holds many lukewarm or negative sentences, a 10-star one rarely does.
+
+- :func:`training_crops` samples sentences and short snippets (runs of consecutive sentences) of
+  clearly rated training reviews; the model trains on them next to the whole reviews.
+- :func:`short_text_set` builds the short-text validation set from held-out reviews: sentences of
+  5-30 tokens that carry an opinion word of :data:`OPINION_WORDS`. Without that filter most
+  sentences are plot summary ("Plot concerns a group of teens...") whose inherited label is a coin
+  toss for any reader; the filter is a fixed word list, so it does not favour any model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from embeddings.tokenizer import tokenize
+
+#: A review is clearly negative at or below this rating, clearly positive at or above the next.
+CLEAR_NEGATIVE_MAX = 2
+CLEAR_POSITIVE_MIN = 9
+
+# Sentence ends: . ! or ? (maybe closing a quote or bracket) before a space, or IMDB's <br />.
+_SENTENCE_BREAK = re.compile(r"(?:\s*<br\s*/?>\s*)+|(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")
+
+#: Words that mark a sentence as an evaluation rather than plot summary (either polarity). Fixed
+#: and model-free on purpose: changing it changes the short-text set, so bump SHORT_TEXT_VERSION.
+OPINION_WORDS = frozenset(
+    """
+    good great excellent superb wonderful brilliant amazing fantastic outstanding perfect beautiful
+    beautifully best love loved loves lovely enjoy enjoyed enjoyable fun funny hilarious masterpiece
+    recommend recommended favorite favourite impressive touching moving powerful gem classic
+    stunning terrific fine nice charming delightful worth entertaining memorable solid strong
+    bad worst awful terrible horrible poor poorly boring bored dull waste wasted stupid lame
+    disappointing disappointed disappointment mess pointless annoying ridiculous pathetic garbage
+    crap weak mediocre unfunny laughable painful avoid hate hated worse dreadful tedious
+    predictable forgettable awkward cheap incoherent failed fails unwatchable
+    """.split()
+)
+SHORT_TEXT_VERSION = 1
+
+
+def is_clearly_rated(ratings: np.ndarray) -> np.ndarray:
+    """Return a boolean mask of ratings at the ends of the scale (their sentences keep the label)."""
+    ratings = np.asarray(ratings)
+    return (ratings <= CLEAR_NEGATIVE_MAX) | (ratings >= CLEAR_POSITIVE_MIN)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split a review into sentences on . ! ? and on IMDB's ``<br />`` line breaks."""
+    return [s.strip() for s in _SENTENCE_BREAK.split(text) if s and s.strip()]
+
+
+@dataclass
+class ShortTexts:
+    """Short texts with inherited labels and the index of the review each came from."""
+
+    texts: list[str]
+    labels: np.ndarray  # int8, 1 = positive
+    source: np.ndarray  # index into the texts the set was cut from
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _pack(rows: list[tuple[str, int, int]]) -> ShortTexts:
+    return ShortTexts(
+        [r[0] for r in rows],
+        np.array([r[1] for r in rows], dtype=np.int8),
+        np.array([r[2] for r in rows], dtype=np.int64),
+    )
+
+
+def short_text_set(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    ratings: np.ndarray,
+    *,
+    min_tokens: int = 5,
+    max_tokens: int = 30,
+    per_review: int = 3,
+    seed: int = 1337,
+) -> ShortTexts:
+    """Return the short-text evaluation set: opinionated sentences of clearly rated reviews.
+
+    At most ``per_review`` sentences per review (chosen at random, in review order), so that long
+    reviews do not dominate the set.
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, int, int]] = []
+    for i in np.flatnonzero(is_clearly_rated(ratings)):
+        candidates = []
+        for sentence in split_sentences(texts[i]):
+            tokens = tokenize(sentence)
+            if min_tokens <= len(tokens) <= max_tokens and not OPINION_WORDS.isdisjoint(tokens):
+                candidates.append(sentence)
+        if len(candidates) > per_review:
+            keep = np.sort(rng.choice(len(candidates), per_review, replace=False))
+            candidates = [candidates[k] for k in keep]
+        rows += [(s, int(labels[i]), int(i)) for s in candidates]
+    return _pack(rows)
+
+
+def training_crops(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    ratings: np.ndarray,
+    *,
+    per_review: int = 2,
+    max_sentences: int = 3,
+    min_tokens: int = 3,
+    max_tokens: int = 60,
+    seed: int = 1337,
+) -> ShortTexts:
+    """Return random snippets of clearly rated reviews: 1 to ``max_sentences`` consecutive sentences.
+
+    Snippets keep ``min_tokens``-``max_tokens`` tokens. No opinion-word filter here: the model
+    should also learn that a plot sentence carries little evidence (the inherited label is noisy,
+    so the loss pushes such snippets towards 0.5).
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, int, int]] = []
+    for i in np.flatnonzero(is_clearly_rated(ratings)):
+        sentences = split_sentences(texts[i])
+        if len(sentences) < 2:  # a one-sentence review already is a short text
+            continue
+        for _ in range(per_review):
+            width = int(rng.integers(1, max_sentences + 1))
+            start = int(rng.integers(0, max(1, len(sentences) - width + 1)))
+            snippet = " ".join(sentences[start : start + width])
+            if min_tokens <= len(tokenize(snippet)) <= max_tokens:
+                rows.append((snippet, int(labels[i]), int(i)))
+    return _pack(rows)
