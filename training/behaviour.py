@@ -4,7 +4,10 @@ Accuracy on held-out reviews says little about "not bad at all" or "the acting w
 suite (``training/behaviour_suite.json``, versioned) states such expectations as three kinds of
 test (Ribeiro et al. 2020):
 
-- MFT (minimum functionality): every text must get the expected label;
+- MFT (minimum functionality): every text must get the expected label, or, for "not negative" /
+  "not positive", stay out of the other side (CheckList's reading of a binary model: a probability
+  within 1/6 of 0.5 is neutral, so "not negative" means p >= 1/3; "the plot was not terrible at
+  all" need not be praise);
 - INV (invariance): a text and its perturbations (a neutral sentence, another name, a typo) must
   get the same label;
 - DIR (directional): the second text of a pair must score at least as far in a direction as the
@@ -39,6 +42,13 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "behaviour_suite.json"
 TYPES = ("MFT", "INV", "DIR")
+#: What an MFT may expect, and the probabilities that meet it (CheckList's neutral band for binary models).
+EXPECTATIONS: dict[str, Callable[[float], bool]] = {
+    "positive": lambda p: p >= 0.5,
+    "negative": lambda p: p < 0.5,
+    "not negative": lambda p: p >= 1 / 3,
+    "not positive": lambda p: p <= 2 / 3,
+}
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 Scorer = Callable[[Sequence[str]], np.ndarray]
@@ -52,7 +62,7 @@ class Case:
     capability: str
     kind: str  # MFT | INV | DIR
     texts: tuple[str, ...]
-    expect: str | None = None  # MFT: positive | negative
+    expect: str | None = None  # MFT: a key of EXPECTATIONS
     direction: str | None = None  # DIR: up | down
     tolerance: float = 0.0  # DIR: allowed move against the direction
 
@@ -60,7 +70,7 @@ class Case:
         """Return whether the scores of this case's texts meet its expectation."""
         positive = [s >= 0.5 for s in scores]
         if self.kind == "MFT":
-            return all(p == (self.expect == "positive") for p in positive)
+            return all(EXPECTATIONS[self.expect](s) for s in scores)
         if self.kind == "INV":
             return len(set(positive)) == 1
         before, after = scores
@@ -79,8 +89,8 @@ def load_suite(path: str | Path = DEFAULT_SUITE) -> dict:
         where = f"{path}: test {test.get('name')!r}"
         if test.get("type") not in TYPES:
             raise ValueError(f"{where}: type must be one of {TYPES}")
-        if test["type"] == "MFT" and test.get("expect") not in ("positive", "negative"):
-            raise ValueError(f"{where}: an MFT needs expect: positive or negative")
+        if test["type"] == "MFT" and test.get("expect") not in EXPECTATIONS:
+            raise ValueError(f"{where}: an MFT needs expect: one of {', '.join(EXPECTATIONS)}")
         if test["type"] == "DIR" and test.get("direction") not in ("up", "down"):
             raise ValueError(f"{where}: a DIR test needs direction: up or down")
         for template in _templates_of(test):

@@ -58,6 +58,9 @@ class TrainConfig:
     ngram_buckets: int = 1 << 20  # hash buckets for n-grams of 2+ tokens (unigrams keep their id)
     ngram_c: float = 1.0  # inverse L2 strength of the NBSVM logistic regression
     ngram_alpha: float = 1.0  # naive-Bayes smoothing of the log-count ratios
+    ngram_negation_window: int = (
+        3  # unigrams this many tokens after "not", "didn't"... get own weights (0 = off)
+    )
 
     # -- short texts: train on sentences/snippets of clearly rated reviews too ------------------
     crops_per_review: int = 2  # snippets (1-3 sentences) per clearly rated training review; 0 = none

@@ -19,7 +19,7 @@ import numpy as np
 from keras import layers, ops
 
 from training.config import TrainConfig
-from training.ngrams import HASH_PRIME, check_orders, table_size
+from training.ngrams import HASH_PRIME, Negation, check_orders, negated_key, table_size
 from training.weights import ClassifierWeights, LstmWeights
 
 
@@ -70,9 +70,12 @@ class NgramBag(layers.Layer):
     weights fitted in closed form, which beats learning a million weights by gradient descent.
     """
 
-    def __init__(self, vocab_size: int, buckets: int, orders=(1, 2), **kwargs) -> None:
+    def __init__(
+        self, vocab_size: int, buckets: int, orders=(1, 2), negators=(), negation_window: int = 0, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.vocab_size, self.buckets, self.orders = int(vocab_size), int(buckets), check_orders(orders)
+        self.negation = Negation(tuple(int(i) for i in negators), int(negation_window))
 
     def build(self, input_shape) -> None:
         self.table = self.add_weight(
@@ -91,6 +94,10 @@ class NgramBag(layers.Layer):
         for n in self.orders:
             if n == 1:
                 keys, real = ids, valid
+                if self.negation:
+                    keys = ops.where(
+                        self._negation_scope(ids), negated_key(ids, self.vocab_size, self.buckets), ids
+                    )
             else:
                 h = ops.mod(ids[:, : time_steps - n + 1], self.buckets)
                 for k in range(1, n):
@@ -98,6 +105,14 @@ class NgramBag(layers.Layer):
                 keys, real = h + self.vocab_size, valid[:, n - 1 :]  # right padding: last token decides
             parts.append(ops.where(real, keys, pad_key))
         return ops.concatenate(parts, axis=1)
+
+    def _negation_scope(self, ids):
+        """Return bool [B, T]: a negator among the window's tokens before each position."""
+        negator = ops.take(ops.convert_to_tensor(self.negation.table(self.vocab_size)), ids, axis=0)
+        window = self.negation.window
+        padded = ops.pad(negator, [[0, 0], [window, 0]])  # [B, W + T]
+        before = sum(padded[:, window - k : -k] for k in range(1, window + 1))
+        return ops.greater(before, 0.0)
 
     def call(self, ids):
         keys = ops.sort(self._keys(ops.cast(ids, "int64")), axis=1)  # [B, K]; repeats are now neighbours
@@ -118,6 +133,8 @@ class NgramBag(layers.Layer):
             "vocab_size": self.vocab_size,
             "buckets": self.buckets,
             "orders": list(self.orders),
+            "negators": list(self.negation.ids),
+            "negation_window": self.negation.window,
         }
 
 
@@ -143,8 +160,14 @@ def ngram_orders(config: TrainConfig) -> tuple[int, ...]:
     return tuple(range(1, config.ngram_order + 1))
 
 
-def build_classifier(config: TrainConfig, embedding: np.ndarray) -> keras.Model:
-    """Return the (uncompiled) classifier with its Embedding set to ``embedding``."""
+def build_classifier(
+    config: TrainConfig, embedding: np.ndarray, negators: tuple[int, ...] = ()
+) -> keras.Model:
+    """Return the (uncompiled) classifier with its Embedding set to ``embedding``.
+
+    ``negators`` are the vocabulary ids that open a negation scope in the n-gram branch
+    (``training.ngrams.negation_for``).
+    """
     vocab_size, dim = embedding.shape
     ids = keras.Input(shape=(None,), dtype="int64", name="input_ids")
     x = layers.Embedding(vocab_size, dim, mask_zero=True, name="embedding")(ids)
@@ -156,7 +179,15 @@ def build_classifier(config: TrainConfig, embedding: np.ndarray) -> keras.Model:
         x = MaskedPooling(config.pooling, name="pooling")(x)
     x = layers.Dropout(config.dropout, name="dropout")(x)
     if config.ngram_order:
-        score = NgramBag(vocab_size, config.ngram_buckets, ngram_orders(config), name="ngrams")(ids)
+        bag = NgramBag(
+            vocab_size,
+            config.ngram_buckets,
+            ngram_orders(config),
+            negators,
+            config.ngram_negation_window,
+            name="ngrams",
+        )
+        score = bag(ids)
         x = layers.Concatenate(name="features")([x, score])
     logit = layers.Dense(1, name="logit")(x)
     probability = layers.Activation("sigmoid", name="probability")(logit)
@@ -213,6 +244,7 @@ def extract_weights(model: keras.Model, config: TrainConfig) -> ClassifierWeight
         ngram_table=None if bag is None else bag.get_weights()[0],
         ngram_buckets=0 if bag is None else bag.buckets,
         ngram_orders=() if bag is None else bag.orders,
+        ngram_negation=Negation() if bag is None else bag.negation,
     )
 
 

@@ -11,17 +11,28 @@ second artifact and no second tokenizer:
 
 "Distinct" (NBSVM's binarised features) is computed by sorting the keys of each row and keeping
 the first of every run; padding (id 0) and n-grams that touch padding get the key ``V + M`` (a
-zero row). Only int64 Mul/Add/Mod, a sort and a gather: this module holds the numpy reference
+zero row).
+
+Negation scope (Das & Chen 2001; Pang et al. 2002 tag words after a negator ``NOT_``): a unigram
+within :attr:`Negation.window` tokens after a negator ("not", "didn't", "never", ...) takes the key
+of the pseudo-bigram (w, <NEG>), ``V + ((w mod M) * P + V) mod M`` (``V`` is no token's id), so
+"bad" in "not bad" stops voting as "bad" and "not ... good" learns its own weight. The tokenizer
+keeps no commas or full stops, hence a window rather than "up to the next punctuation".
+
+Only int64 Mul/Add/Mod, a sort and gathers: this module holds the numpy reference
 (:func:`ngram_keys`, used to fit the weights) and the ONNX nodes (:func:`onnx_ngram_nodes`);
 ``training/model.py`` holds the Keras layer. All three compute the same keys; tests prove it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
+
+from embeddings.vocabulary import OOV_ID
 
 #: Multiplier of the polynomial hash; odd and larger than any vocabulary, so that (w1, w2) pairs are
 #: distinct before the modulo and the hash stays a bijection of w1 for a fixed w2.
@@ -33,6 +44,51 @@ def table_size(vocab_size: int, buckets: int) -> int:
     return vocab_size + buckets + 1
 
 
+#: Words that open a negation scope (in the tokenizer's spelling: contractions are one token).
+NEGATORS = (
+    "not no never nothing nobody none neither nor without hardly cannot "
+    "don't doesn't didn't isn't wasn't aren't weren't can't couldn't won't wouldn't shouldn't "
+    "hasn't haven't hadn't ain't"
+).split()
+
+
+@dataclass(frozen=True)
+class Negation:
+    """Which token ids open a negation scope, and how many following tokens it covers (0 = off)."""
+
+    ids: tuple[int, ...] = ()
+    window: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.ids) and self.window > 0
+
+    def table(self, vocab_size: int) -> np.ndarray:
+        """Return float32 [V]: 1 for a negator's id, else 0 (what the graphs gather)."""
+        table = np.zeros(vocab_size, dtype=np.float32)
+        table[list(self.ids)] = 1.0
+        return table
+
+    def scope(self, ids: np.ndarray, vocab_size: int) -> np.ndarray:
+        """Return bool [B, T]: a negator among the ``window`` tokens before each position."""
+        negator = self.table(vocab_size)[ids] > 0
+        padded = np.pad(negator, ((0, 0), (self.window, 0)))
+        width = ids.shape[1]
+        return np.logical_or.reduce(
+            [padded[:, self.window - k : self.window - k + width] for k in range(1, self.window + 1)]
+        )
+
+
+def negation_for(vocab, window: int) -> Negation:
+    """Return the negation scope of a vocabulary: the ids of the :data:`NEGATORS` it knows."""
+    ids = sorted({i for word in NEGATORS for i in vocab.ids_for_tokens([word]) if i != OOV_ID})
+    return Negation(tuple(ids), window)
+
+
+def negated_key(ids, vocab_size: int, buckets: int):
+    """Return the key of the pseudo-bigram (w, <NEG>) for ids w (numpy arrays or Keras tensors alike)."""
+    return vocab_size + (ids % buckets * HASH_PRIME + vocab_size) % buckets
+
+
 def check_orders(orders: Sequence[int]) -> tuple[int, ...]:
     """Return the n-gram orders as a sorted tuple, refusing anything but 1..3 (1 = unigrams)."""
     orders = tuple(sorted(set(int(n) for n in orders)))
@@ -41,11 +97,14 @@ def check_orders(orders: Sequence[int]) -> tuple[int, ...]:
     return orders
 
 
-def ngram_keys(ids: np.ndarray, vocab_size: int, buckets: int, orders: Sequence[int]) -> np.ndarray:
+def ngram_keys(
+    ids: np.ndarray, vocab_size: int, buckets: int, orders: Sequence[int], negation: Negation | None = None
+) -> np.ndarray:
     """Return the table rows (with repeats, padding → ``V + M``) of a right-padded id matrix [B, T].
 
     The numpy reference of the graph: shape [B, sum over orders of T - n + 1] (orders longer than
-    T are skipped, as in the graph).
+    T are skipped, as in the graph); with ``negation``, unigrams in a negation scope take their
+    negated key.
     """
     ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
     pad_key = vocab_size + buckets
@@ -57,6 +116,8 @@ def ngram_keys(ids: np.ndarray, vocab_size: int, buckets: int, orders: Sequence[
             continue
         if n == 1:
             keys = ids.copy()
+            if negation:
+                keys = np.where(negation.scope(ids, vocab_size), negated_key(ids, vocab_size, buckets), ids)
         else:
             h = ids[:, :width] % buckets
             for k in range(1, n):
@@ -67,31 +128,46 @@ def ngram_keys(ids: np.ndarray, vocab_size: int, buckets: int, orders: Sequence[
     return np.concatenate(parts, axis=1) if parts else np.full((ids.shape[0], 1), pad_key, dtype=np.int64)
 
 
-def distinct_keys(ids: Sequence[int], vocab_size: int, buckets: int, orders: Sequence[int]) -> np.ndarray:
+def distinct_keys(
+    ids: Sequence[int], vocab_size: int, buckets: int, orders: Sequence[int], negation: Negation | None = None
+) -> np.ndarray:
     """Return the sorted distinct table rows one unpadded review switches on (for fitting)."""
-    keys = np.unique(ngram_keys(np.asarray(ids, dtype=np.int64)[None, :], vocab_size, buckets, orders))
+    keys = np.unique(
+        ngram_keys(np.asarray(ids, dtype=np.int64)[None, :], vocab_size, buckets, orders, negation)
+    )
     return keys[keys != vocab_size + buckets]
 
 
 def ngram_scores(
-    table: np.ndarray, ids: np.ndarray, vocab_size: int, buckets: int, orders: Sequence[int]
+    table: np.ndarray,
+    ids: np.ndarray,
+    vocab_size: int,
+    buckets: int,
+    orders: Sequence[int],
+    negation: Negation | None = None,
 ) -> np.ndarray:
     """Return each row's score, the sum of ``table`` over its distinct keys (numpy reference, [B])."""
-    keys = np.sort(ngram_keys(ids, vocab_size, buckets, orders), axis=1)
+    keys = np.sort(ngram_keys(ids, vocab_size, buckets, orders, negation), axis=1)
     first = np.ones_like(keys, dtype=bool)
     first[:, 1:] = keys[:, 1:] != keys[:, :-1]
     take = first & (keys != vocab_size + buckets)
     return (np.asarray(table, dtype=np.float64).reshape(-1)[keys] * take).sum(axis=1)
 
 
-def binary_features(sequences: Sequence[Sequence[int]], vocab_size: int, buckets: int, orders: Sequence[int]):
+def binary_features(
+    sequences: Sequence[Sequence[int]],
+    vocab_size: int,
+    buckets: int,
+    orders: Sequence[int],
+    negation: Negation | None = None,
+):
     """Return a CSR matrix [N, table rows] with a 1 for every n-gram a review contains."""
     import scipy.sparse as sp
 
     indptr = [0]
     indices = []
     for seq in sequences:
-        keys = distinct_keys(seq, vocab_size, buckets, orders)
+        keys = distinct_keys(seq, vocab_size, buckets, orders, negation)
         indices.append(keys)
         indptr.append(indptr[-1] + len(keys))
     indices_arr = np.concatenate(indices) if indices else np.empty(0, dtype=np.int64)
@@ -139,10 +215,42 @@ class _OnnxNodes:
             "Slice", [src, self.const(f"{out}_start", [start]), stop, self.const("axis1", [1])], out
         )
 
-    def order_keys(self, n: int, ids: str, mask: str) -> str:
+    def negation_scope(self, ids: str, negation: Negation) -> str:
+        """Return bool [B, T]: a negator among the ``window`` tokens before each position."""
+        table = self.p + "negator_table"
+        self.inits.append(numpy_helper.from_array(negation.table(self.vocab_size), table))
+        negator = self.node("Gather", [table, ids], "negator")  # [B, T] float
+        pads = self.const("negation_pads", [0, negation.window, 0, 0])
+        padded = self.node("Pad", [negator, pads], "negator_padded")  # [B, W + T], the window on the left
+        shifted = [
+            self.node(
+                "Slice",
+                [
+                    padded,
+                    self.const(f"shift{k}_start", [negation.window - k]),
+                    self.const(f"shift{k}_end", [-k]),
+                ]
+                + [self.const("axis1", [1])],
+                f"negator_shift{k}",
+            )
+            for k in range(1, negation.window + 1)
+        ]
+        count = self.node("Sum", shifted, "negators_before")
+        zero = self.p + "zero_f"
+        self.inits.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), zero))
+        return self.node("Greater", [count, zero], "in_negation_scope")
+
+    def order_keys(self, n: int, ids: str, mask: str, negation: Negation | None = None) -> str:
         """Return the [B, T - n + 1] table rows of the n-grams of order ``n`` (padding → the pad key)."""
         if n == 1:
             keys, valid = ids, mask
+            if negation:
+                hashed = self.node("Mod", [ids, self.const("buckets", self.buckets)], "neg_h0")
+                scaled = self.node("Mul", [hashed, self.const("prime", HASH_PRIME)], "neg_hm")
+                pair = self.node("Add", [scaled, self.const("vocab", self.vocab_size)], "neg_ha")
+                h = self.node("Mod", [pair, self.const("buckets", self.buckets)], "neg_h")
+                negated = self.node("Add", [h, self.const("vocab", self.vocab_size)], "negated_keys")
+                keys = self.node("Where", [self.negation_scope(ids, negation), negated, ids], "unigram_keys")
         else:
             buckets = self.const("buckets", self.buckets)
             h = self.node("Mod", [self.columns(ids, 0, n - 1, f"w0_{n}"), buckets], f"h0_{n}")
@@ -199,6 +307,7 @@ def onnx_ngram_nodes(
     mask: str = "mask",
     output: str = "ngram_score",
     prefix: str = "ngram_",
+    negation: Negation | None = None,
 ) -> tuple[list[NodeProto], list[TensorProto]]:
     """Return the ONNX nodes and initialisers computing ``output`` [B, 1] from ``ids`` [B, T].
 
@@ -214,7 +323,7 @@ def onnx_ngram_nodes(
         )
     graph = _OnnxNodes(prefix, vocab_size, buckets)
     graph.inits.append(numpy_helper.from_array(table, prefix + "table"))
-    parts = [graph.order_keys(n, ids, mask) for n in orders]
+    parts = [graph.order_keys(n, ids, mask, negation) for n in orders]
     keys = graph.node("Concat", parts, "keys", axis=1)  # [B, K]
     graph.distinct_sum(keys, prefix + "table", output)
     return graph.nodes, graph.unique_inits()
@@ -230,6 +339,7 @@ def fit_nbsvm(
     sample_weight: np.ndarray | None = None,
     c: float = 1.0,
     alpha: float = 1.0,
+    negation: Negation | None = None,
 ) -> tuple[np.ndarray, float]:
     """Fit NBSVM (logistic-regression flavour) on binarised n-grams; return (table [rows, 1], intercept).
 
@@ -239,7 +349,7 @@ def fit_nbsvm(
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
-    features = binary_features(sequences, vocab_size, buckets, orders)
+    features = binary_features(sequences, vocab_size, buckets, orders, negation)
     ratios = nb_log_count_ratios(features, labels, alpha, sample_weight)
     ratios[-1] = 0.0  # the padding key
     regression = LogisticRegression(C=c, solver="liblinear", max_iter=300)

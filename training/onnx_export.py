@@ -131,6 +131,7 @@ def _ngram_branch(weights: ClassifierWeights) -> tuple[list[onnx.NodeProto], lis
         weights.ngram_orders,
         mask="mask",
         output="ngram_score",
+        negation=weights.ngram_negation,
     )
     nodes.append(helper.make_node("Concat", ["features", "ngram_score"], ["all_features"], axis=1))
     return nodes, inits, "all_features"

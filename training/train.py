@@ -261,6 +261,7 @@ def fit_ngram_branch(
         return {}, branches
     t0 = time.perf_counter()
     orders, vocab_size, buckets = ngram_orders(config), len(data.vocab), config.ngram_buckets
+    negation = model.get_layer("ngrams").negation  # the scope the graph applies, fitted alike
     table, intercept = fit_nbsvm(
         data.x_train,
         data.y_train,
@@ -270,9 +271,11 @@ def fit_ngram_branch(
         sample_weight=data.w_train,
         c=config.ngram_c,
         alpha=config.ngram_alpha,
+        negation=negation,
     )
     for split, x in splits.items():
-        branches[split]["ngrams"] = ngram_scores(table, pad_batch(x), vocab_size, buckets, orders) + intercept
+        scores = ngram_scores(table, pad_batch(x), vocab_size, buckets, orders, negation)
+        branches[split]["ngrams"] = scores + intercept
     validation = branches["validation"]
     weights, bias, crossfit = fit_combination(
         np.column_stack([validation["lstm"], validation["ngrams"]]), data.y_val, config.seed
@@ -620,6 +623,7 @@ def train_version(
 
     from training.fit import fit, logit_function
     from training.model import build_classifier, serving_model
+    from training.ngrams import negation_for
 
     started, cpu_started = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
@@ -631,7 +635,9 @@ def train_version(
 
     # 2. Fit the LSTM: embedding frozen, then fine-tuned; the best validation epoch is kept.
     t0 = time.perf_counter()
-    model = build_classifier(config, data.embedding)
+    model = build_classifier(
+        config, data.embedding, negation_for(data.vocab, config.ngram_negation_window).ids
+    )
     logits_fn = logit_function(serving_model(model))  # the n-gram table is all zeros until step 3
     train, validation = (data.x_train, data.y_train), (data.x_val, data.y_val)
     fitted = fit(

@@ -6,11 +6,11 @@ graph from them. Neither module imports the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from training.ngrams import table_size
+from training.ngrams import Negation, table_size
 
 
 @dataclass
@@ -34,6 +34,7 @@ class ClassifierWeights:
     ngram_table: np.ndarray | None = None  # [V + buckets + 1, 1]; None = no n-gram branch
     ngram_buckets: int = 0
     ngram_orders: tuple[int, ...] = ()
+    ngram_negation: Negation = field(default_factory=Negation)  # negation scope of the n-gram unigrams
 
 
 def random_weights(
@@ -46,6 +47,7 @@ def random_weights(
     seed: int = 0,
     ngram_buckets: int = 0,
     ngram_orders: tuple[int, ...] = (1, 2),
+    ngram_negation: Negation = Negation(),
 ) -> ClassifierWeights:
     """Return random weights of the right shapes (for tests of the graph and of consumers).
 
@@ -70,4 +72,5 @@ def random_weights(
         ngram_table=rng.normal(0, 0.2, (table_size(vocab_size, ngram_buckets), 1)) if ngram_buckets else None,
         ngram_buckets=ngram_buckets,
         ngram_orders=tuple(ngram_orders) if ngram_buckets else (),
+        ngram_negation=ngram_negation,
     )

@@ -47,6 +47,10 @@ def test_shipped_suite_expands_deterministically_into_every_capability():
 def test_case_logic_per_type():
     mft = Case("t", "c", "MFT", ("a",), expect="positive")
     assert mft.passes([0.7]) and not mft.passes([0.3])
+    # CheckList's neutral band: "not negative" accepts a neutral 0.4, not a negative 0.3.
+    lenient = Case("t", "c", "MFT", ("a", "b"), expect="not negative")
+    assert lenient.passes([0.34, 0.9]) and not lenient.passes([0.9, 0.3])
+    assert Case("t", "c", "MFT", ("a",), expect="not positive").passes([0.6])
     inv = Case("t", "c", "INV", ("a", "b", "c"))
     assert inv.passes([0.6, 0.9, 0.51]) and not inv.passes([0.6, 0.4, 0.9])
     up = Case("t", "c", "DIR", ("a", "b"), direction="up", tolerance=0.02)
@@ -92,6 +96,7 @@ def test_typo_keeps_first_and_last_letters():
     "change, message",
     [
         (lambda t: t.update(type="XYZ"), "type must be"),
+        (lambda t: t.update(expect="fine"), "an MFT needs expect"),
         (lambda t: t.update(templates=["The {nope} was good."]), "not in the lexicon"),
     ],
 )
