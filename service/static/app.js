@@ -10,9 +10,11 @@
   const errorBox = $("error");
   const result = $("result");
 
-  // Shades are relative to the review's largest change (a confident prediction moves little when
-  // one word goes), but never stronger than a change of MIN_SCALE would earn, so noise stays pale.
-  const MIN_SCALE = 0.01;
+  // Shades follow the change in log-odds a word makes, logit(p) - logit(p without it): a confident
+  // prediction (p = 0.9999) hardly moves in probability when one word goes although the word still
+  // counts, and log-odds show it. Relative to the review's largest change, but never stronger than a
+  // change of MIN_SCALE would earn (0.04 in log-odds is 0.01 in probability near 50%), so noise stays pale.
+  const MIN_SCALE = 0.04;
   // Words whose change is under this fraction of the largest one stay unshaded.
   const NO_SHADE_BELOW = 0.05;
   const MIN_ALPHA = 0.12;
@@ -82,8 +84,18 @@
   }
 
   // -- rendering ----------------------------------------------------------------------------
-  function shadeScale(tokens) {
-    return Math.max(MIN_SCALE, ...tokens.map((t) => Math.abs(t.contribution)));
+  function logOdds(p) {
+    const q = Math.min(Math.max(p, 1e-12), 1 - 1e-12);
+    return Math.log(q / (1 - q));
+  }
+
+  // The word's change in log-odds; same sign as its contribution (a change in probability).
+  function weight(token, probability) {
+    return logOdds(probability) - logOdds(probability - token.contribution);
+  }
+
+  function shadeScale(tokens, probability) {
+    return Math.max(MIN_SCALE, ...tokens.map((t) => Math.abs(weight(t, probability))));
   }
 
   function shade(contribution, scale) {
@@ -97,7 +109,7 @@
     const span = document.createElement("span");
     span.className = "token" + (token.known ? "" : " token-unknown");
     span.textContent = token.token;
-    const background = shade(token.contribution, scale);
+    const background = shade(weight(token, probability), scale);
     if (background !== null) {
       span.style.backgroundColor = background;
       span.classList.add(token.contribution > 0 ? "token-pos" : "token-neg");
@@ -132,7 +144,7 @@
 
     const tokens = $("tokens");
     tokens.replaceChildren();
-    const scale = shadeScale(body.tokens);
+    const scale = shadeScale(body.tokens, body.probability);
     let next = 0;
     for (const token of body.tokens) {
       if (token.position > next) tokens.append(gapElement(token.position - next), " ");
