@@ -108,3 +108,20 @@ def test_report_with_a_one_class_gold_set_says_n_a(tmp_path):
 def test_fmt():
     assert fmt(None) == fmt(float("nan")) == "n/a"
     assert fmt(0.123456) == "0.1235" and fmt(3) == "3"
+
+
+def test_report_lists_behaviour_pass_rates_of_both_versions(tmp_path):
+    doc = report(0.9)
+    numbers = {
+        "candidate": {"overall": 0.8, "negation": 0.61},
+        "production": {"overall": 0.82, "negation": 0.24},
+        "suite": "sentiment-behaviour v2",
+    }
+    doc["gate"]["checks"].append({"name": "behaviour", "passed": True, "detail": "ok", "numbers": numbers})
+    write_run_report(tmp_path, doc)
+    md = (tmp_path / "report.md").read_text()
+    for text in ("## Behaviour suite (sentiment-behaviour v2)", "| capability | production | candidate |"):
+        assert text in md, text
+    assert "| negation | 24.0 | 61.0 |" in md and "| overall | 82.0 | 80.0 |" in md
+    write_run_report(tmp_path, report(0.9))  # no behaviour numbers (not scored): no section
+    assert "Behaviour suite" not in (tmp_path / "report.md").read_text()
