@@ -2,7 +2,7 @@
 # Main job, from a fresh clone: set up the environment, serve a quick model within minutes, and
 # train the full-quality model in the background; the service switches to it by itself (no restart).
 #
-#   ./run.sh                          # quick model (~1 min), then the full one behind it (~20 min)
+#   ./run.sh                          # quick model (~1 min), then the full one behind it (~10 min)
 #   SENTIMENT_PRESET=small ./run.sh   # a CI-sized model in the background instead of the full one
 #
 # Ctrl-C (or SIGTERM) stops the server and the background training; nothing half-written is ever
@@ -78,7 +78,7 @@ case "$needs" in
     mkdir -p "$RUN_DIR/logs"
     log="$RUN_DIR/logs/full-training-$(date +%Y%m%d-%H%M%S).log"
     about=""
-    [ "$PRESET" != full ] || about="; about 20 min on 2 quiet cores"
+    [ "$PRESET" != full ] || about="; about 10 min on 2 quiet cores"
     say "Training the full model in the background (preset $PRESET$about)."
     echo "  The server switches to it by itself when it is ready. Progress: tail -f $log"
     nice -n 10 "$PY" -m training.quickstart full --preset "$PRESET" >"$log" 2>&1 &

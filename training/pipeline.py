@@ -686,7 +686,9 @@ def add_retrain_command(sub: argparse._SubParsersAction) -> None:
         "--force-promote": "promote even if the gate refuses the candidate",
         "--allow-empty": "retrain even if the drop folder has nothing new",
         "--skip-bad-rows": "skip and count unusable rows in new files (else such a file is quarantined)",
-        "--shuffle-labels": "train on shuffled labels (a deliberately bad candidate, to check the promotion gate)",
+        "--shuffle-labels": (
+            "train on shuffled labels (a deliberately bad candidate, to check the promotion gate)"
+        ),
         "--continue-word2vec": "continue training production's word2vec instead of rebuilding it",
     }
     for flag, text in switches.items():
@@ -790,7 +792,7 @@ def add_other_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the CLI parser with the retrain, status, admit, recover, rollback, promote and make-gold commands."""
+    """Return the CLI parser: retrain, status, admit, recover, rollback, promote and make-gold."""
     parser = argparse.ArgumentParser(
         prog="python -m training.pipeline", description=__doc__, formatter_class=DocHelpFormatter
     )

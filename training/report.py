@@ -104,7 +104,8 @@ def write_report(
         lines.append(f"- **{key}**: {value}")
     lines += [
         "",
-        f"Temperature (fitted at training time on the calibration split): **{evaluation['temperature']:.4f}**; "
+        "Temperature (fitted at training time on the calibration split): "
+        f"**{evaluation['temperature']:.4f}**; "
         "the 'after scaling' column is out of sample",
         "",
         "| metric | before scaling | after scaling |",

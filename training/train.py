@@ -398,11 +398,12 @@ def check_parity(
     """Compare Keras, ONNX Runtime and SavedModel outputs on real reviews of mixed lengths.
 
     Keras scores the reviews in random-order batches (lots of padding) and one at a time (none);
-    ONNX Runtime and the SavedModel score them length-sorted. Both outputs are checked: the raw
-    logit (as a probability, what the service calibrates itself) and the graph's calibrated
-    ``probability`` (temperature baked in, what TF Serving returns), which must also equal the
-    service's own calibration. All must agree within tolerance.
+    ONNX Runtime and the SavedModel score them in the groups the service's planner makes. Both
+    outputs are checked: the raw logit (as a probability, what the service calibrates itself) and
+    the graph's calibrated ``probability`` (temperature baked in, what TF Serving returns), which
+    must also equal the service's own calibration. All must agree within tolerance.
     """
+    from inference.batching import BatchPolicy, plan_batches
     from inference.predictor import OnnxRuntimeBackend, SavedModelBackend, sigmoid
 
     lengths = np.array([len(s) for s in sequences])
@@ -420,12 +421,11 @@ def check_parity(
     batched = [keras_outputs(seqs[i : i + 32]) for i in range(0, len(seqs), 32)]
     mixed, mixed_calibrated = (np.concatenate(parts) for parts in zip(*batched))
     alone = np.array([keras_outputs([s])[0][0] for s in seqs[:32]])
-    order = np.argsort([len(s) for s in seqs], kind="stable")
+    groups = plan_batches([len(s) for s in seqs], BatchPolicy(max_batch_size=64))  # as the service groups
 
     def sorted_scores(score) -> np.ndarray:
         out = np.empty(len(seqs))
-        for i in range(0, len(seqs), 64):
-            idx = order[i : i + 64]
+        for idx in groups:
             out[idx] = score(pad_batch([seqs[j] for j in idx]))
         return out
 

@@ -191,6 +191,7 @@ def recover(registry) -> dict:
 KILLS = [
     ("during-training", [1], 1, False, 1),
     ("after-publish", [1, 2], 1, False, 1),
+    ("after-report", [1, 2], 1, False, 1),  # the run's report is written, its decision is not
     ("after-record", [1, 2], 1, True, 2),
     ("after-promote", [1, 2], 2, True, 2),
 ]
