@@ -24,7 +24,10 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # Every long step runs as a child this script waits for, so Ctrl-C and SIGTERM reach the trap at
 # once; the trap stops the children (SIGTERM: gunicorn shuts down gracefully, a training deletes
-# its staging directory) and waits for them, so no process outlives the script.
+# its staging directory) and waits for them, so no process outlives the script. The server and the
+# background training run in sessions of their own (setsid): a terminal's Ctrl-C reaches only this
+# script, which stops them. Were gunicorn to get the Ctrl-C too, it could exit 0 before bash ran
+# the trap, and bash skips the INT trap when the child it waits for handled the SIGINT itself.
 step="" server="" trainer=""
 stop_children() {
   trap - INT TERM
@@ -67,7 +70,7 @@ mkdir -p "${PROMETHEUS_MULTIPROC_DIR:=$RUN_DIR/prometheus}"
 export PROMETHEUS_MULTIPROC_DIR
 say "Serving on http://$SENTIMENT_BIND (Ctrl-C stops) — try:"
 echo "  curl -s -X POST http://$SENTIMENT_BIND/v1/predict -H 'Content-Type: application/json' -d '{\"text\": \"A wonderful, moving film.\"}'"
-.venv/bin/gunicorn -c service/gunicorn.conf.py 'service.app:create_app()' &
+setsid .venv/bin/gunicorn -c service/gunicorn.conf.py 'service.app:create_app()' &
 server=$!
 
 # 5. The full model, in the background at low priority, unless production already is one.
@@ -81,7 +84,7 @@ case "$needs" in
     [ "$PRESET" != full ] || about="; about 10 min on 2 quiet cores"
     say "Training the full model in the background (preset $PRESET$about)."
     echo "  The server switches to it by itself when it is ready. Progress: tail -f $log"
-    nice -n 10 "$PY" -m training.quickstart full --preset "$PRESET" >"$log" 2>&1 &
+    nice -n 10 setsid "$PY" -m training.quickstart full --preset "$PRESET" >"$log" 2>&1 &
     trainer=$! ;;
   1) say "Production is a full model already: nothing to train." ;;
   *) say "Could not read the registry (exit $needs)."; stop_children; exit "$needs" ;;

@@ -84,14 +84,46 @@ class RunSh:
     def stop(self, signum: int, *, group: bool) -> int:
         """Send ``signum`` to the script (or its whole group, like Ctrl-C); return its exit status."""
         assert self.process is not None
+        tree = descendants(self.process.pid)  # server and training run in sessions of their own
+        assert tree, "run.sh has children to stop"
         (os.killpg if group else os.kill)(self.process.pid, signum)
         status = self.process.wait(timeout=90)
-        # The script waited for its children: nothing of its process group may be left.
+        # The script waited for its children: nothing it started, in its group or not, may be left.
         deadline = time.monotonic() + 5
-        while group_pids(self.process.pid) and time.monotonic() < deadline:
+        while (group_pids(self.process.pid) or alive(tree)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert group_pids(self.process.pid) == [], self.log()[-3000:]
+        assert group_pids(self.process.pid) == [] and alive(tree) == [], self.log()[-3000:]
         return status
+
+
+def descendants(root: int) -> list[int]:
+    """Return the pids of every live process below ``root`` (Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: list[int]) -> list[int]:
+    """Return those of ``pids`` that still run (zombies count as gone)."""
+    running = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            running.append(pid)
+    return running
 
 
 def assert_registry_complete(registry: Registry, versions: list[int], production: int) -> None:
@@ -108,12 +140,16 @@ def assert_registry_complete(registry: Registry, versions: list[int], production
 
 @pytest.fixture
 def scripts():
-    """Yield a list to put every started RunSh in; kill the process group of any still running after."""
+    """Yield a list to put every started RunSh in; kill whatever any of them left running after."""
     started: list[RunSh] = []
     yield started
-    for script in started:
-        if script.process is not None and group_pids(script.process.pid):
-            os.killpg(script.process.pid, signal.SIGKILL)  # a failed test must not leave a server behind
+    for script in started:  # a failed test must not leave a server or a training behind
+        if script.process is None:
+            continue
+        for pid in alive(descendants(script.process.pid)):  # in sessions of their own: not in the group
+            os.kill(pid, signal.SIGKILL)
+        if group_pids(script.process.pid):
+            os.killpg(script.process.pid, signal.SIGKILL)
             script.process.wait(timeout=30)
 
 
