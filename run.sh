@@ -26,8 +26,7 @@ say() { printf '\n==> %s\n' "$*"; }
 # once; the trap stops the children (SIGTERM: gunicorn shuts down gracefully, a training deletes
 # its staging directory) and waits for them, so no process outlives the script. The server and the
 # background training run in sessions of their own (setsid): a terminal's Ctrl-C reaches only this
-# script, which stops them. Were gunicorn to get the Ctrl-C too, it could exit 0 before bash ran
-# the trap, and bash skips the INT trap when the child it waits for handled the SIGINT itself.
+# script, which stops them (gunicorn handles SIGINT itself, and would otherwise race the trap).
 step="" server="" trainer=""
 stop_children() {
   trap - INT TERM
@@ -37,9 +36,15 @@ stop_children() {
 }
 trap 'say "Stopping (Ctrl-C): nothing half-written is published..."; stop_children; exit 130' INT
 trap 'stop_children; exit 143' TERM
+# Waiting is a loop of short *foreground* sleeps, never a bare `wait` on a background child: a
+# Ctrl-C kills the sleep, and bash runs the INT trap at once. (Background children ignore SIGINT in
+# a script, and bash defers a SIGINT that arrives during `wait` until that child exits, then skips
+# the trap if the child exited normally: a hang, or exit 0 instead of 130.)
+pause() { sleep 0.2; }
 run_step() {  # run_step COMMAND...: run it as a waited-for child; return its exit status
   "$@" &
   step=$!
+  while kill -0 "$step" 2>/dev/null; do pause; done
   local status=0
   wait "$step" || status=$?
   step=""
@@ -92,7 +97,7 @@ esac
 
 # 6. Wait: report the background training's end; stop when the server stops.
 while :; do
-  wait -n || true
+  pause
   if ! kill -0 "$server" 2>/dev/null; then
     status=0
     wait "$server" || status=$?
