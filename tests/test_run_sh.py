@@ -51,6 +51,10 @@ class RunSh:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                # As from a terminal: SIGINT not ignored. A test run earlier in this pytest process
+                # may leave SIGINT ignored, a child inherits that, and bash cannot trap an inherited
+                # ignored signal, so the Ctrl-C step would test nothing (it hung or exited 0).
+                preexec_fn=default_sigint,
             )
         return self
 
@@ -94,6 +98,11 @@ class RunSh:
             time.sleep(0.1)
         assert group_pids(self.process.pid) == [] and alive(tree) == [], self.log()[-3000:]
         return status
+
+
+def default_sigint() -> None:
+    """Restore SIGINT's default action in the child before it execs run.sh."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def descendants(root: int) -> list[int]:
