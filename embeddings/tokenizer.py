@@ -48,6 +48,9 @@ NAME = "sentiment-regex"
 #: artifact so that a model is never served with a tokenizer it was not trained with.
 TOKENIZER_VERSION = 2
 
+#: Texts up to this many characters per kept token are tokenised in one pass: a review that short
+#: has few tokens beyond what the truncation keeps, and one pass is faster than two bounded scans.
+ONE_PASS_CHARS_PER_TOKEN = 8
 #: Longest run of combining marks kept (UAX #15 stream-safe text format).
 MAX_COMBINING_RUN = 30
 # A word: letters/digits, optionally joined by single apostrophes (don't, o'clock, rock'n'roll).
@@ -66,6 +69,36 @@ _V2_TAG = re.compile(r"</?[a-z][a-z0-9:_-]{0,31}(?:[\s/][^<>]{0,500})?>")
 _V2_TAG_MAX = 1 + 1 + 32 + 1 + 500 + 1  # the longest match of _V2_TAG
 
 _APOSTROPHES = ("\u2019", "\u2018", "\u02bc", "`")
+
+# The token regex's ASCII fast path (see find_tokens): in ASCII, ``[^\W_]`` is ``[A-Za-z0-9]``.
+_ASCII_WORD = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+#: Every ASCII byte that can be in no token becomes a space; letters, digits, ' ! ? stay.
+_ASCII_TOKEN_BYTES = bytes(c if c in _ASCII_WORD or c in b"'!?" else 0x20 for c in range(256))
+
+
+def find_tokens(text: str) -> list[str]:
+    """Return ``_TOKEN.findall(text)``, about 2.5 times faster for ASCII text (most reviews).
+
+    Tokens never contain a character outside ``[A-Za-z0-9']``, and ``!``/``?`` are tokens of their
+    own, so in ASCII text the regex's matches are the words left when every other character becomes
+    a space, ``!``/``?`` are spaced apart, and every apostrophe not between two letters or digits
+    is dropped. str methods do that at C speed; the tests compare both on the corpus and on random
+    strings.
+    """
+    if not text.isascii():
+        return _TOKEN.findall(text)
+    if "!" in text:
+        text = text.replace("!", " ! ")
+    if "?" in text:
+        text = text.replace("?", " ? ")
+    text = text.encode("ascii").translate(_ASCII_TOKEN_BYTES).decode("ascii")
+    if "'" in text:
+        # Drop apostrophes next to a space, another apostrophe or an end until none is left; one
+        # between two letters/digits keeps its neighbours through every round, so it stays.
+        text = f" {text} "
+        while "''" in text or " '" in text or "' " in text:
+            text = text.replace("''", "  ").replace(" '", "  ").replace("' ", "  ")
+    return text.split()
 
 
 # -- tables derived from this Python's Unicode database (computed once, on first use) ---------------
@@ -274,7 +307,7 @@ class Tokenizer:
 
     def tokenize(self, text: str) -> list[str]:
         """Split one text into tokens; deterministic, never raises for any ``str``."""
-        return _TOKEN.findall(self.normalize(text))
+        return find_tokens(self.normalize(text))
 
     # -- bounded: only what the head+tail truncation keeps ------------------------------------------
     def head_tail_tokens(self, text: str, max_len: int, head: int, *, segment: int = 256) -> list[str]:
@@ -282,10 +315,11 @@ class Tokenizer:
 
         Work is proportional to the tokens kept, not to the text: the text is read in segments of
         about ``segment`` characters from the start until ``head`` tokens are known, then from the
-        end until ``max_len - head`` are; if the two meet, every token is known.
+        end until ``max_len - head`` are; if the two meet, every token is known. A text of at most
+        ``ONE_PASS_CHARS_PER_TOKEN * max_len`` characters is tokenised whole (as cheap, bounded).
         """
         tail = max_len - head
-        if len(text) <= 4 * segment:
+        if len(text) <= max(4 * segment, ONE_PASS_CHARS_PER_TOKEN * max_len):
             return _truncate(self.tokenize(text), max_len, head, tail)
         front = _Scan(self, text, forward=True, segment=segment)
         front.run(need=head, limit=len(text))
@@ -297,7 +331,7 @@ class Tokenizer:
             return front.tokens[:head] + (back.tokens[-tail:] if tail > 0 else [])
         # The scans met at a cut: the pending normalised text between them completes the tokens.
         middle = self.strip_normalized(front.pending + back.pending)
-        return _truncate(front.tokens + _TOKEN.findall(middle) + back.tokens, max_len, head, tail)
+        return _truncate(front.tokens + find_tokens(middle) + back.tokens, max_len, head, tail)
 
 
 def _truncate(tokens: list[str], max_len: int, head: int, tail: int) -> list[str]:
@@ -352,7 +386,7 @@ class _Scan:
 
     def finish(self) -> list[str]:
         """Return every token of the text (the forward scan read all of it)."""
-        return self.tokens + _TOKEN.findall(self.tokenizer.strip_normalized(self.pending))
+        return self.tokens + find_tokens(self.tokenizer.strip_normalized(self.pending))
 
     # -- raw cuts ---------------------------------------------------------------------------------
     def _next_cut(self, stride: int, limit: int) -> int:
@@ -396,10 +430,10 @@ class _Scan:
             if r is None:
                 r = self._last_safe_cut(buffer, max(start, done))
                 if r is not None and r > done:
-                    self.tokens += _TOKEN.findall(strip(buffer[done:r]))
+                    self.tokens += find_tokens(strip(buffer[done:r]))
                     done = r
                 break
-            self.tokens += _TOKEN.findall(strip(buffer[done:r]))
+            self.tokens += find_tokens(strip(buffer[done:r]))
             done = r
         self.pending = buffer[done:]
 
@@ -414,10 +448,10 @@ class _Scan:
             if r is None:
                 r = self._first_safe_cut(buffer, min(end, done))
                 if r is not None and r < done:
-                    self.tokens[:0] = _TOKEN.findall(strip(buffer[r:done]))
+                    self.tokens[:0] = find_tokens(strip(buffer[r:done]))
                     done = r
                 break
-            self.tokens[:0] = _TOKEN.findall(strip(buffer[r:done]))
+            self.tokens[:0] = find_tokens(strip(buffer[r:done]))
             done = r
         self.pending = buffer[:done]
 

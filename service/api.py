@@ -24,8 +24,10 @@ from service.errors import (
     UnsupportedMediaType,
     error_response,
 )
+from service.fastjson import dumps_bytes
 from service.openapi import spec_for
 from service.report import REPORT_MARKDOWN, markdown_to_html, report_images
+from service.settings import Settings
 from service.validation import (
     Limits,
     decode_json,
@@ -35,6 +37,9 @@ from service.validation import (
 )
 
 EXTENSION = "sentiment"
+PREDICT_RULE = "/v1/predict"
+#: environ key under which service.fastpath hands Flask the exception a predict request raised.
+DEFERRED_ERROR = "sentiment.deferred_error"
 #: An oversized body is read and dropped up to this many times the limit, so the client sees 413.
 DRAIN_FACTOR = 2
 
@@ -59,9 +64,14 @@ def dataplane() -> DataPlane:
 
 def _json_body() -> Any:
     """Read and decode the JSON body within the configured size limit."""
+    return decode_json(_json_bytes())
+
+
+def _json_bytes() -> bytes:
+    """Read the body, declared as JSON, within the configured size limit."""
     if not request.is_json:
         raise UnsupportedMediaType('send the body as JSON with "Content-Type: application/json"')
-    return decode_json(read_body())
+    return read_body()
 
 
 def read_body() -> bytes:
@@ -97,14 +107,18 @@ def _discard_body(budget: int) -> None:
         return
 
 
-def limits() -> Limits:
-    """Return the per-request limits from the settings."""
-    s = dataplane().settings
+def limits_for(settings: Settings) -> Limits:
+    """Return the per-request limits of these settings."""
     return Limits(
-        max_texts=s.max_texts_per_request,
-        max_text_chars=s.max_text_chars,
-        max_nfkc_rewritten_chars=s.max_nfkc_rewritten_chars,
+        max_texts=settings.max_texts_per_request,
+        max_text_chars=settings.max_text_chars,
+        max_nfkc_rewritten_chars=settings.max_nfkc_rewritten_chars,
     )
+
+
+def limits() -> Limits:
+    """Return the per-request limits from the current app's settings."""
+    return limits_for(dataplane().settings)
 
 
 def _score(parse: Callable[[Any, Limits], list[str]]) -> list[Prediction]:
@@ -117,11 +131,16 @@ def _score(parse: Callable[[Any, Limits], list[str]]) -> list[Prediction]:
 
 
 # -- native API ------------------------------------------------------------------------------
-@predict_bp.post("/v1/predict")
-def predict() -> Response:
-    """Score ``{"texts": [...]}`` or ``{"text": "..."}``: label, probability, version per text."""
-    predictions = _score(texts_from_predict)
-    return jsonify(
+def score_predict_body(plane: DataPlane, raw: bytes, limits: Limits) -> bytes:
+    """Parse, validate and score a ``/v1/predict`` body; return the response body.
+
+    Shared by the view below and the WSGI fast path (service.fastpath), so both answer alike.
+    """
+    deadline = time.monotonic() + plane.settings.deadline_s
+    with plane.arrival() as arrival:  # a forming batch may wait for this request while it parses
+        texts = texts_from_predict(decode_json(raw), limits)
+        predictions = plane.predict(texts, deadline, arrival)
+    return dumps_bytes(
         {
             "predictions": [
                 {
@@ -134,6 +153,16 @@ def predict() -> Response:
             ]
         }
     )
+
+
+@predict_bp.post(PREDICT_RULE)
+def predict() -> Response:
+    """Score ``{"texts": [...]}`` or ``{"text": "..."}``: label, probability, version per text."""
+    deferred = request.environ.pop(DEFERRED_ERROR, None)
+    if deferred is not None:  # the fast path failed on this request: answer with its error
+        raise deferred
+    body = score_predict_body(dataplane(), _json_bytes(), limits())
+    return current_app.response_class(body, mimetype="application/json")
 
 
 # -- explanations ----------------------------------------------------------------------------

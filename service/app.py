@@ -18,6 +18,7 @@ from registry.store import Registry
 from service import api, errors, feedback, traffic, v2
 from service.dataplane import DataPlane
 from service.fastjson import OrjsonProvider
+from service.fastpath import PredictFastPath
 from service.metrics import Metrics
 from service.model_manager import ModelManager
 from service.settings import Settings
@@ -65,6 +66,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     v2.init_app(app)  # Open Inference Protocol (KServe V2) routes, with their own error bodies
     feedback.init_app(app, settings, metrics.registry)
+
+    if settings.predict_fast_path:
+        app.wsgi_app = PredictFastPath(app.wsgi_app, plane, metrics)  # type: ignore[method-assign]
 
     plane.start()
     if not manager.ready:

@@ -128,7 +128,7 @@ class Metrics:
         self.reloads.labels(name, "failure").inc()
 
     # -- HTTP ----------------------------------------------------------------------------------
-    def _request_children(self, rule: str, method: str, status: int) -> tuple:
+    def request_series(self, rule: str, method: str, status: int) -> tuple:
         """Return the (counter, histogram) children of one label set, looked up once per process.
 
         ``labels()`` validates and locks on every call; the label sets are few and bounded (rules
@@ -163,7 +163,7 @@ class Metrics:
             started = g.pop("metrics_started", None)
             rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
             method = request.method if request.method in KNOWN_METHODS else "OTHER"  # bounded labels
-            count, latency = self._request_children(rule, method, response.status_code)
+            count, latency = self.request_series(rule, method, response.status_code)
             count.inc()
             if started is not None:
                 latency.observe(time.perf_counter() - started)

@@ -103,6 +103,14 @@ class Settings:
             minimum=1,
         ),
     )
+    predict_fast_path: int = field(
+        default=1,
+        metadata=_doc(
+            "1 = well-formed JSON `POST /v1/predict` requests skip Flask's per-request machinery "
+            "(same answers, less CPU: `service/fastpath.py`); 0 = every request goes through Flask.",
+            minimum=0,
+        ),
+    )
     intra_op_threads: int = field(
         default=1, metadata=_doc("Threads ONNX Runtime / TensorFlow use inside one model call.", minimum=1)
     )
@@ -188,8 +196,9 @@ class Settings:
             raise SettingsError(
                 f"SAMPLE_RATE={self.sample_rate} needs SAMPLE_DIR: where should the sample go?"
             )
-        if self.drift_metrics not in (0, 1):
-            raise SettingsError(f"DRIFT_METRICS={self.drift_metrics!r} must be 0 or 1")
+        for flag in ("drift_metrics", "predict_fast_path"):
+            if getattr(self, flag) not in (0, 1):
+                raise SettingsError(f"{config_key(flag)}={getattr(self, flag)!r} must be 0 or 1")
         if self.feedback_dir and self.sample_dir and _same_dir(self.feedback_dir, self.sample_dir):
             raise SettingsError(
                 "FEEDBACK_DIR and SAMPLE_DIR must differ: unlabelled samples are not training data"

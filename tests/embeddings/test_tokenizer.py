@@ -266,3 +266,27 @@ def test_tokens_are_whole_tokens_without_whitespace(text):
 def test_tokenizing_joined_tokens_is_stable(parts):
     tokens = tokenize(" ".join(parts))
     assert tokenize(" ".join(tokens)) == tokens
+
+
+# The ASCII fast path must find exactly the regex's tokens: apostrophes at word edges, doubled,
+# alone, next to "!"/"?", control characters, and non-ASCII text (which takes the regex itself).
+APOSTROPHE_HEAVY = st.lists(
+    st.sampled_from(["a", "Z", "9", "'", "''", "!", "?", " ", "_", "-", ".", "\t", "\x00", "\x7f", "é", "don't"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(APOSTROPHE_HEAVY, st.text(max_size=200), st.text(st.characters(max_codepoint=127))))
+def test_the_fast_token_finder_equals_the_token_regex(text):
+    assert tk.find_tokens(text) == _TOKEN.findall(text)
+
+
+def test_the_fast_token_finder_equals_the_token_regex_on_reviews():
+    text = (
+        "I'd say 'rock'n'roll' isn't dead!!! Rating: 10/10... or is it?? ''quoted'' 'tis the "
+        "season' -- o'clock, students' essays, ' lone ', end'"
+    )
+    normalized = V2.normalize(text)
+    assert tk.find_tokens(normalized) == _TOKEN.findall(normalized)
+    assert "rock'n'roll" in tk.find_tokens(normalized) and "students" in tk.find_tokens(normalized)
