@@ -271,7 +271,9 @@ def test_tokenizing_joined_tokens_is_stable(parts):
 # The ASCII fast path must find exactly the regex's tokens: apostrophes at word edges, doubled,
 # alone, next to "!"/"?", control characters, and non-ASCII text (which takes the regex itself).
 APOSTROPHE_HEAVY = st.lists(
-    st.sampled_from(["a", "Z", "9", "'", "''", "!", "?", " ", "_", "-", ".", "\t", "\x00", "\x7f", "é", "don't"]),
+    st.sampled_from(
+        ["a", "Z", "9", "'", "''", "!", "?", " ", "_", "-", ".", "\t", "\x00", "\x7f", "é", "don't"]
+    ),
     max_size=40,
 ).map("".join)
 

@@ -33,7 +33,12 @@ REQUESTS = [
 
 def _answer(client, headers: dict, body) -> tuple[int, str | None, str | None, dict]:
     response = client.post("/v1/predict", headers=headers, data=body)
-    return response.status_code, response.content_type, response.headers.get("Retry-After"), response.get_json()
+    return (
+        response.status_code,
+        response.content_type,
+        response.headers.get("Retry-After"),
+        response.get_json(),
+    )
 
 
 @pytest.mark.parametrize("headers, body", REQUESTS)
