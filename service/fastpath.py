@@ -1,17 +1,19 @@
-"""A lean WSGI path for ``POST /v1/predict``, the route that carries the load.
+"""A lean WSGI path for the two inference routes that carry the load.
 
-Flask spends about 0.1 ms of CPU per request on machinery this route does not need (request and
+Flask spends about 0.1 ms of CPU per request on machinery these routes do not need (request and
 response objects, routing, context locals, hooks), and the model scores a short review in about
-as long. So a well-formed JSON predict request is answered here, in front of Flask: the body is
+as long. So a well-formed ``POST /v1/predict`` (JSON) or ``POST /v2/models/<served>/infer``
+(JSON or binary tensors, production version) is answered here, in front of Flask: the body is
 read from ``wsgi.input`` within the size limit, parsed, validated and scored by the very
-functions the Flask view calls (``service.api.score_predict_body``), and the response bytes are
-the same. The request is counted in the same Prometheus series.
+functions the Flask views call (``service.api.score_predict_body``,
+``service.v2.score_infer_body``), and the response bytes are the same. The request is counted
+in the same Prometheus series as through Flask.
 
-Everything else goes to Flask untouched: other routes and methods, another content type, a body
-without ``Content-Length`` or over the limit. A request that fails here is handed to Flask with
-its body and the exception; the view raises it again, so the status, the JSON error body and
-the headers come from the one set of error handlers, and the texts are never scored twice.
-``SENTIMENT_PREDICT_FAST_PATH=0`` turns the path off (the benchmark compares both).
+Everything else goes to Flask untouched: other routes and methods, another content type or a
+content encoding, a body without ``Content-Length`` or over the limit. A request that fails here
+is handed to Flask with its body and the exception; the view raises it again, so the status, the
+error body and the headers come from the one set of error handlers, and the texts are never
+scored twice. ``SENTIMENT_PREDICT_FAST_PATH=0`` turns the path off (the benchmark compares both).
 """
 
 from __future__ import annotations
@@ -24,32 +26,55 @@ from typing import Any
 from service.api import DEFERRED_ERROR, PREDICT_RULE, limits_for, score_predict_body
 from service.dataplane import DataPlane
 from service.metrics import Metrics
+from service.v2 import INFER_RULE, score_infer_body
+from service.v2_codec import BINARY_TYPE, HEADER_LENGTH, JSON_TYPE
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
-JSON = "application/json"
-_HEADERS_BASE = [("Content-Type", JSON)]
+#: Scores a body; returns the response body and its headers after Content-Type and -Length.
+Answer = Callable[[bytes, dict], tuple[bytes, str, list[tuple[str, str]]]]
+_HEADER_LENGTH_ENVIRON = "HTTP_" + HEADER_LENGTH.upper().replace("-", "_")
 
 
 def _json_content_type(value: str) -> bool:
     """Tell whether a Content-Type header declares plain JSON (parameters such as charset allowed)."""
-    return value == JSON or value.partition(";")[0].strip().lower() == JSON
+    return value == JSON_TYPE or value.partition(";")[0].strip().lower() == JSON_TYPE
 
 
 class PredictFastPath:
-    """WSGI middleware answering well-formed ``POST /v1/predict`` requests without Flask."""
+    """WSGI middleware answering well-formed inference requests without Flask (see module doc)."""
 
     def __init__(self, flask_wsgi: WSGIApp, plane: DataPlane, metrics: Metrics) -> None:
         self._flask = flask_wsgi
         self._plane = plane
         self._limits = limits_for(plane.settings)
         self._max_body = plane.settings.max_body_bytes
-        self._count, self._latency = metrics.request_series(PREDICT_RULE, "POST", 200)
+        name = plane.settings.model_name
+        self._infer_path = INFER_RULE.replace("<name>", name)
+        self._routes: dict[str, tuple[Answer, tuple]] = {
+            PREDICT_RULE: (self._predict, metrics.request_series(PREDICT_RULE, "POST", 200)),
+            self._infer_path: (self._infer, metrics.request_series(INFER_RULE, "POST", 200)),
+        }
 
-    def _body_length(self, environ: dict[str, Any]) -> int | None:
+    def _predict(self, raw: bytes, environ: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, str]]]:
+        return score_predict_body(self._plane, raw, self._limits), JSON_TYPE, []
+
+    def _infer(self, raw: bytes, environ: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, str]]]:
+        name = self._plane.settings.model_name
+        body, header_length = score_infer_body(
+            self._plane, raw, environ.get(_HEADER_LENGTH_ENVIRON), self._limits, name
+        )
+        if header_length is None:
+            return body, JSON_TYPE, []
+        return body, BINARY_TYPE, [(HEADER_LENGTH, str(header_length))]
+
+    def _body_length(self, environ: dict[str, Any], path: str) -> int | None:
         """Return the declared body length when this path may answer the request, else None."""
-        if environ.get("PATH_INFO") != PREDICT_RULE or environ.get("REQUEST_METHOD") != "POST":
+        if environ.get("REQUEST_METHOD") != "POST" or "HTTP_TRANSFER_ENCODING" in environ:
             return None
-        if not _json_content_type(environ.get("CONTENT_TYPE", "")) or "HTTP_TRANSFER_ENCODING" in environ:
+        if path == PREDICT_RULE:
+            if not _json_content_type(environ.get("CONTENT_TYPE", "")):
+                return None
+        elif environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() not in ("", "identity"):
             return None
         try:
             length = int(environ.get("CONTENT_LENGTH") or "")
@@ -58,19 +83,24 @@ class PredictFastPath:
         return length if 0 <= length <= self._max_body else None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
-        length = self._body_length(environ)
-        if length is None:
+        path = environ.get("PATH_INFO", "")
+        route = self._routes.get(path)
+        length = None if route is None else self._body_length(environ, path)
+        if route is None or length is None:
             return self._flask(environ, start_response)
+        answer, (count, latency) = route
         started = time.perf_counter()
         raw = environ["wsgi.input"].read(length) if length else b""
         try:
-            body = score_predict_body(self._plane, raw, self._limits)
-        except Exception as exc:  # noqa: BLE001 - Flask's handlers turn it into the JSON error
+            body, content_type, headers = answer(raw, environ)
+        except Exception as exc:  # noqa: BLE001 - Flask's handlers turn it into the error body
             environ["wsgi.input"] = io.BytesIO(raw)
             environ["CONTENT_LENGTH"] = str(len(raw))
             environ[DEFERRED_ERROR] = exc
             return self._flask(environ, start_response)
-        start_response("200 OK", [*_HEADERS_BASE, ("Content-Length", str(len(body)))])
-        self._count.inc()
-        self._latency.observe(time.perf_counter() - started)
+        start_response(
+            "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
+        )
+        count.inc()
+        latency.observe(time.perf_counter() - started)
         return [body]

@@ -106,8 +106,8 @@ class Settings:
     predict_fast_path: int = field(
         default=1,
         metadata=_doc(
-            "1 = well-formed JSON `POST /v1/predict` requests skip Flask's per-request machinery "
-            "(same answers, less CPU: `service/fastpath.py`); 0 = every request goes through Flask.",
+            "1 = well-formed `POST /v1/predict` and `/v2/models/<name>/infer` requests skip Flask's "
+            "per-request machinery (same answers, less CPU: `service/fastpath.py`); 0 = all go through Flask.",
             minimum=0,
         ),
     )

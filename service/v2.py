@@ -17,8 +17,8 @@ import time
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
-from service.api import dataplane, limits, read_body
-from service.dataplane import Prediction
+from service.api import DEFERRED_ERROR, dataplane, limits, read_body
+from service.dataplane import DataPlane, Prediction
 from service.errors import (
     RETRY_AFTER_S,
     ApiError,
@@ -28,18 +28,19 @@ from service.errors import (
     register_error_body,
 )
 from service.openapi import base_spec
+from service.validation import Limits
 from service.v2_codec import (
     BINARY_EXTENSION,
     BINARY_TYPE,
     HEADER_LENGTH,
     JSON_TYPE,
-    InferRequest,
     encode_infer_response,
     model_metadata,
     parse_infer_request,
 )
 
 PREFIX = "/v2"
+INFER_RULE = PREFIX + "/models/<name>/infer"
 SERVER_NAME = "sentiment"
 #: Triton's platform names for the runtimes a worker may use.
 PLATFORMS = {"onnx": "onnxruntime_onnx", "savedmodel": "tensorflow_savedmodel"}
@@ -109,20 +110,44 @@ def model_ready(name: str, version: str | None = None) -> Response:
     return jsonify({"name": name, "ready": True})
 
 
-@v2_bp.post("/models/<name>/infer")
+@v2_bp.post(INFER_RULE.removeprefix(PREFIX))
 @v2_bp.post("/models/<name>/versions/<version>/infer")
 def infer(name: str, version: str | None = None) -> Response:
     """Score the ``text`` tensor; answer the requested outputs as JSON or binary tensors."""
+    deferred = request.environ.pop(DEFERRED_ERROR, None)
+    if deferred is not None:  # the fast path failed on this request: answer with its error
+        raise deferred
     wanted = _check(name, version)
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):  # e.g. tritonclient's request_compression_algorithm
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding[:20]!r} is not supported; send the body uncompressed"
         )
-    plane = dataplane()
+    body, header_length = score_infer_body(
+        dataplane(), read_body(), request.headers.get(HEADER_LENGTH), limits(), name, wanted
+    )
+    response = Response(body, mimetype=JSON_TYPE if header_length is None else BINARY_TYPE)
+    if header_length is not None:
+        response.headers[HEADER_LENGTH] = str(header_length)
+    return response
+
+
+def score_infer_body(
+    plane: DataPlane,
+    raw: bytes,
+    header_length: str | None,
+    limits: Limits,
+    name: str,
+    wanted: int | None = None,
+) -> tuple[bytes, int | None]:
+    """Parse and score an infer body; return the response body and its JSON header's length.
+
+    The length is None for an all-JSON answer. Shared by the view above and the WSGI fast path
+    (service.fastpath). ``wanted`` is the version the URL names (None: the production version).
+    """
     deadline = time.monotonic() + plane.settings.deadline_s
     with plane.arrival() as arrival:  # a forming batch may wait for this request while it parses
-        parsed = parse_infer_request(read_body(), request.headers.get(HEADER_LENGTH), limits())
+        parsed = parse_infer_request(raw, header_length, limits)
         predictions = plane.predict(parsed.texts, deadline, arrival)
     # A hot reload may swap versions while a request waits or between its batches (once per
     # promotion). The version asked for was served at the start; after a swap it is gone.
@@ -134,24 +159,14 @@ def infer(name: str, version: str | None = None) -> Response:
         scored = _one_version(predictions)
         if scored is None:
             raise VersionsMixed("the model version changed while this request was scored; retry")
-    return _answer(name, scored, parsed, predictions)
-
-
-def _answer(name: str, version: int, parsed: InferRequest, predictions: list[Prediction]) -> Response:
-    """Serialise the predictions as the requested outputs (binary ones after the JSON header)."""
-    body, header_length = encode_infer_response(
+    return encode_infer_response(
         model_name=name,
-        model_version=version,
+        model_version=scored,
         request_id=parsed.id,
         outputs=parsed.outputs,
         probabilities=[p.probability for p in predictions],
         labels=[p.label for p in predictions],
     )
-    if header_length is None:
-        return Response(body, mimetype=JSON_TYPE)
-    response = Response(body, mimetype=BINARY_TYPE)
-    response.headers[HEADER_LENGTH] = str(header_length)
-    return response
 
 
 # -- helpers -----------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import pytest
 
 from service.batcher import QueueFull
 from service.fastpath import PredictFastPath
+from service.v2_codec import HEADER_LENGTH
+from tests.service.test_v2 import triton_request, v2_doc
 
 TEXTS = ["A wonderful film, I loved it!", "Dull and far too long.", "not bad at all", "ok"]
 
@@ -31,33 +33,55 @@ REQUESTS = [
 ]
 
 
-def _answer(client, headers: dict, body) -> tuple[int, str | None, str | None, dict]:
-    response = client.post("/v1/predict", headers=headers, data=body)
-    return (
-        response.status_code,
-        response.content_type,
-        response.headers.get("Retry-After"),
-        response.get_json(),
-    )
+INFER = "/v2/models/sentiment/infer"
+BINARY_BODY, BINARY_HEADERS = triton_request(TEXTS)
+JSON_INFER = json.dumps(v2_doc(TEXTS, id="r1"))
+#: The same for the V2 infer route: JSON and tritonclient's binary tensors, good and bad.
+INFER_REQUESTS = [
+    ({"Content-Type": "application/json"}, JSON_INFER),
+    ({}, JSON_INFER),
+    ({"Content-Type": "application/octet-stream", **BINARY_HEADERS}, BINARY_BODY),
+    (BINARY_HEADERS, BINARY_BODY[:-3]),
+    ({HEADER_LENGTH: "12"}, BINARY_BODY),
+    ({HEADER_LENGTH: "nope"}, BINARY_BODY),
+    ({"Content-Encoding": "gzip"}, JSON_INFER),
+    ({}, json.dumps(v2_doc(TEXTS, outputs=[{"name": "nothing"}]))),
+    ({}, json.dumps({"inputs": []})),
+    ({}, "{"),
+]
 
 
-@pytest.mark.parametrize("headers, body", REQUESTS)
-def test_the_fast_path_answers_as_flask_does(make_app, headers, body):
+def _answer(client, url: str, headers: dict, body) -> tuple:
+    response = client.post(url, headers=headers, data=body)
+    kept = {k: response.headers.get(k) for k in ("Content-Type", "Retry-After", HEADER_LENGTH)}
+    return response.status_code, kept, response.get_data()
+
+
+@pytest.mark.parametrize(
+    "url, headers, body",
+    [("/v1/predict", *r) for r in REQUESTS] + [(INFER, *r) for r in INFER_REQUESTS],
+    ids=[f"v1-{i}" for i in range(len(REQUESTS))] + [f"v2-{i}" for i in range(len(INFER_REQUESTS))],
+)
+def test_the_fast_path_answers_as_flask_does(make_app, url, headers, body):
     fast = make_app().test_client()
     flask_only = make_app(PREDICT_FAST_PATH=0).test_client()
-    assert _answer(fast, headers, body) == _answer(flask_only, headers, body)
+    assert _answer(fast, url, headers, body) == _answer(flask_only, url, headers, body)
 
 
-def test_the_fast_path_skips_the_flask_view_and_flask_still_serves_when_off(make_app):
+@pytest.mark.parametrize(
+    "url, endpoint, doc",
+    [("/v1/predict", "predict.predict", {"texts": TEXTS}), (INFER, "v2.infer", v2_doc(TEXTS))],
+)
+def test_the_fast_path_skips_the_flask_view_and_flask_still_serves_when_off(make_app, url, endpoint, doc):
     calls = []
     for enabled, expected_view_calls in ((1, 0), (0, 1)):
         app = make_app(PREDICT_FAST_PATH=enabled)
         assert isinstance(app.wsgi_app, PredictFastPath) == bool(enabled)
-        view = app.view_functions["predict.predict"]
-        app.view_functions["predict.predict"] = lambda view=view: calls.append(1) or view()
+        view = app.view_functions[endpoint]
+        app.view_functions[endpoint] = lambda view=view, **kw: calls.append(1) or view(**kw)
         calls.clear()
-        response = app.test_client().post("/v1/predict", json={"texts": TEXTS})
-        assert response.status_code == 200 and len(response.get_json()["predictions"]) == len(TEXTS)
+        response = app.test_client().post(url, json=doc)
+        assert response.status_code == 200, response.get_data()
         assert len(calls) == expected_view_calls
 
 
@@ -85,10 +109,15 @@ def test_fast_path_requests_are_counted_in_the_same_series(make_app):
     for text in TEXTS:
         assert client.post("/v1/predict", json={"text": text}).status_code == 200
     assert client.post("/v1/predict", data="{", content_type="application/json").status_code == 400
+    assert client.post(INFER, json=v2_doc(TEXTS)).status_code == 200
     exposition = client.get("/metrics").get_data(as_text=True)
     labels = 'method="POST",route="/v1/predict",status="{}"'
     assert f"sentiment_http_requests_total{{{labels.format(200)}}} {float(len(TEXTS))}" in exposition
     assert f"sentiment_http_requests_total{{{labels.format(400)}}} 1.0" in exposition
     assert f"sentiment_http_request_duration_seconds_count{{{labels.format(200)}}} {float(len(TEXTS))}" in (
         exposition
+    )
+    assert (
+        'sentiment_http_requests_total{method="POST",route="/v2/models/<name>/infer",status="200"} 1.0'
+        in exposition
     )
