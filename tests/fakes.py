@@ -24,6 +24,20 @@ from registry.store import MANIFEST, Registry
 from training.onnx_export import build_onnx_model
 from training.weights import random_weights
 
+#: Retraining gate flags loose enough that every candidate passes (tests of the loop, not the gate).
+OPEN_GATE_FLAGS = [
+    "--accuracy-tolerance",
+    "1",
+    "--log-loss-tolerance",
+    "1",
+    "--ece-tolerance",
+    "1",
+    "--floor-margin",
+    "1",
+    "--behaviour-tolerance",
+    "1",
+]
+
 WORDS = (
     "great wonderful superb loved brilliant awful terrible boring worst hated "
     "film movie plot acting the a and was is it this not don't ! ?"

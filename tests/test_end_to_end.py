@@ -13,6 +13,7 @@ import pytest
 
 from bench.retrain_under_load import run
 from tests.conftest import DATA_DIR
+from tests.fakes import OPEN_GATE_FLAGS
 from training.config import preset
 from training.data import load_labelled, stratified_sample
 from training.pipeline import text_key
@@ -53,18 +54,7 @@ def test_retrain_under_load_switches_version_with_zero_failed_requests(trained_r
         preset="tiny",
         clients=3,
         poll_interval=0.5,
-        extra_args=[
-            "--accuracy-tolerance",
-            "1",
-            "--log-loss-tolerance",
-            "1",
-            "--ece-tolerance",
-            "1",
-            "--floor-margin",
-            "1",
-            "--behaviour-tolerance",
-            "1",
-        ],
+        extra_args=OPEN_GATE_FLAGS,
     )
 
     print(json.dumps(summary, indent=2))  # shown with `pytest -s`: the numbers the README reports

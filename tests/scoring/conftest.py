@@ -79,15 +79,18 @@ def write_input(frame: pd.DataFrame, path: Path, fmt: str | None = None) -> Path
     return path
 
 
-def cli_args(input_path: Path, output: Path, registry: Registry, *extra: str) -> list[str]:
-    """Return the usual command line for the tests (small chunks, in-process, quiet)."""
+def cli_args(input_path: Path | str, output: Path | str, registry: Registry | str, *extra: str) -> list[str]:
+    """Return the usual command line for the tests (small chunks, in-process, quiet).
+
+    Paths may be URLs (``s3://...``); ``registry`` is a Registry or the model directory's URL.
+    """
     return [
         "--input",
         str(input_path),
         "--output",
         str(output),
         "--model-dir",
-        str(registry.root),
+        registry if isinstance(registry, str) else str(registry.root),
         "--max-chars",
         str(MAX_CHARS),
         "--chunk-size",

@@ -12,7 +12,7 @@ import pytest
 from registry.store import Registry
 from scoring.cli import main
 from scoring.writer import MANIFEST_FILE, SUMMARY_FILE, read_output
-from tests.scoring.conftest import MAX_CHARS, assert_same_rows, cli_args, upload, write_input
+from tests.scoring.conftest import assert_same_rows, cli_args, upload, write_input
 
 
 @pytest.fixture(autouse=True)
@@ -20,25 +20,6 @@ def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Keep this test's copies of remote models in its own folder."""
     monkeypatch.setenv("SENTIMENT_MODEL_CACHE", str(tmp_path / "model-cache"))
     return tmp_path / "model-cache"
-
-
-def _s3_args(source: str, output: str, model_dir: str, *extra: str) -> list[str]:
-    return [
-        "--input",
-        source,
-        "--output",
-        output,
-        "--model-dir",
-        model_dir,
-        "--max-chars",
-        str(MAX_CHARS),
-        "--chunk-size",
-        "64",
-        "--workers",
-        "1",
-        "--quiet",
-        *extra,
-    ]
 
 
 def test_input_output_and_model_on_s3_equal_local_files(
@@ -54,7 +35,7 @@ def test_input_output_and_model_on_s3_equal_local_files(
     fs = fsspec.filesystem("s3")
     fs.pipe_file(f"{bucket}/in/_SUCCESS", b"")  # skipped like a local marker file
 
-    assert main(_s3_args(f"{bucket}/in", f"{bucket}/scored", f"{bucket}/models", "--keep-columns")) == 0
+    assert main(cli_args(f"{bucket}/in", f"{bucket}/scored", f"{bucket}/models", "--keep-columns")) == 0
 
     assert_same_rows(read_output(f"{bucket}/scored"), expected)
     summary = json.loads(fs.cat_file(f"{bucket}/scored/{SUMMARY_FILE}"))
@@ -70,7 +51,7 @@ def test_input_output_and_model_on_s3_equal_local_files(
     manifest["complete"] = False
     fs.pipe_file(f"{bucket}/scored/{MANIFEST_FILE}", json.dumps(manifest).encode())
     fs.rm_file(f"{bucket}/scored/{last['file']}")
-    assert main(_s3_args(f"{bucket}/in", f"{bucket}/scored", f"{bucket}/models", "--keep-columns")) == 0
+    assert main(cli_args(f"{bucket}/in", f"{bucket}/scored", f"{bucket}/models", "--keep-columns")) == 0
     assert_same_rows(read_output(f"{bucket}/scored"), expected)
     assert json.loads(fs.cat_file(f"{bucket}/scored/{SUMMARY_FILE}"))["run"]["rows"] == last["rows"]
 
@@ -81,12 +62,12 @@ def test_s3_problems_fail_fast_with_one_line(
     upload(write_input(reviews, tmp_path / "in.csv"), f"{bucket}/in.csv")
     upload(registry.root, f"{bucket}/models")
     cases = [
-        (_s3_args(f"{bucket}/absent.csv", f"{bucket}/out", f"{bucket}/models"), "does not exist"),
+        (cli_args(f"{bucket}/absent.csv", f"{bucket}/out", f"{bucket}/models"), "does not exist"),
         (
-            _s3_args(f"{bucket}/in.csv", f"{bucket}/out", f"{bucket}/models", "--model-version", "4"),
+            cli_args(f"{bucket}/in.csv", f"{bucket}/out", f"{bucket}/models", "--model-version", "4"),
             f"has no version 4 (registry {bucket}/models; versions available: [1])",
         ),
-        (_s3_args(f"{bucket}/in.csv", f"{bucket}/out", f"{bucket}/nothing"), "has no production version"),
+        (cli_args(f"{bucket}/in.csv", f"{bucket}/out", f"{bucket}/nothing"), "has no production version"),
     ]
     for args, message in cases:
         capsys.readouterr()

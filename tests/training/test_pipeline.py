@@ -13,7 +13,7 @@ import pytest
 
 from registry.store import Registry
 from tests.conftest import PROJECT_ROOT
-from tests.fakes import make_random_version
+from tests.fakes import OPEN_GATE_FLAGS, make_random_version
 from tests.training.synthetic import reviews, write
 from training.data import DataError, fingerprint
 from training.gate import Check, Policy
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.slow
 LOOSE = Policy(
     accuracy_tolerance=1, log_loss_tolerance=1, ece_tolerance=1, floor_margin=1, behaviour_tolerance=1
 )  # gate always passes
-LOOSE_FLAGS = [
-    "--accuracy-tolerance",
-    "1",
-    "--log-loss-tolerance",
-    "1",
-    "--ece-tolerance",
-    "1",
-    "--floor-margin",
-    "1",
-    "--behaviour-tolerance",
-    "1",
-]
 
 
 @pytest.fixture
@@ -146,7 +134,7 @@ def cli(registry, world, drop, *extra):
         str(world.gold),
         "--data-dir",
         str(world.root),
-        *LOOSE_FLAGS,
+        *OPEN_GATE_FLAGS,
         *extra,
     ]
 
