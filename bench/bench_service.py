@@ -99,14 +99,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data",
         type=Path,
         default=DEFAULT_DATA,
-        help="IMDB train.csv.gz to draw reviews and sentences from (default: $SENTIMENT_DATA_DIR/train.csv.gz)",
+        help="IMDB train.csv.gz to draw reviews and sentences from "
+        "(default: $SENTIMENT_DATA_DIR/train.csv.gz)",
     )
     p.add_argument("--texts", type=int, default=4000, help="distinct request texts (default: %(default)s)")
     p.add_argument(
         "--short-fraction",
         type=float,
         default=0.2,
-        help="share of texts that are one sentence (3-30 words) instead of a whole review (default: %(default)s)",
+        help="share of texts that are one sentence (3-30 words) instead of a whole review "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)"
@@ -539,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     lengths = sorted(len(x) for x in ids)
     cores = os.cpu_count() or 1
     print(
-        f"Model {args.model_name} v{version_dir.name}; {len(texts)} texts ({args.short_fraction:.0%} single sentences), "
+        f"Model {args.model_name} v{version_dir.name}; {len(texts)} texts "
+        f"({args.short_fraction:.0%} single sentences), "
         f"tokens per text: median {statistics.median(lengths):.0f}, p90 {lengths[int(0.9 * len(lengths))]}, "
         f"max {lengths[-1]}; {cores} CPU cores; client {args.client}; "
         f"{args.duration:g} s per level (+{args.warmup:g} s warm-up)"
@@ -620,8 +623,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n(2) service: {args.workers} gunicorn workers x {args.threads} threads")
     print(
-        f"{'endpoint':>12} {'conc':>5} {'texts/req':>9} {'texts/s':>8} {'/sorted':>7} {'/batch1':>7} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'non2xx':>6} {'errors':>6} {'texts/call':>10} {'srv CPU':>7} {'us/req outside model':>20}"
+        f"{'endpoint':>12} {'conc':>5} {'texts/req':>9} {'texts/s':>8} {'/sorted':>7} {'/batch1':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'non2xx':>6} {'errors':>6} {'texts/call':>10} {'srv CPU':>7} "
+        f"{'us/req outside model':>20}"
     )
     for r in rows:
         print(

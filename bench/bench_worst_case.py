@@ -180,7 +180,7 @@ def run(settings: Settings, vocabs: dict[str, Vocabulary], repeat: int, requests
 
 
 def time_server(url: str, settings: Settings, repeat: int) -> dict:
-    """POST the largest request of each kind to a running service (loopback only); return latency and status."""
+    """POST the largest request of each kind to a running service (loopback only); return latency, status."""
     if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit(f"--url must be a loopback address, not {url}")
     out = {}

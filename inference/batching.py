@@ -109,8 +109,8 @@ class CostModel:
 
         Each shape keeps its fastest of ``repeats`` runs (the least disturbed by other work on
         the machine). Inputs are random ids below ``vocab_size`` (a fixed seed): a matrix of one
-        repeated id runs faster than text does. Each line is a least-squares fit with a non-negative intercept and a
-        positive slope; sizes between probed ones are interpolated linearly.
+        repeated id runs faster than text does. Each line is a least-squares fit with a non-negative
+        intercept and a positive slope; sizes between probed ones are interpolated linearly.
         """
         batches = probe_batches(max_batch_size)
         probe_lengths = sorted({min(max(1, n), max_len) for n in lengths})

@@ -146,7 +146,8 @@ class LocalEngine:
                 ready.wait(STARTUP_TIMEOUT)
             except threading.BrokenBarrierError:
                 raise RuntimeError(
-                    f"a scoring worker failed to start or took over {STARTUP_TIMEOUT:.0f} s (see its error above)"
+                    f"a scoring worker failed to start or took over {STARTUP_TIMEOUT:.0f} s "
+                    "(see its error above)"
                 ) from None
             self.ready_at = time.perf_counter()
             window: deque[tuple[Chunk, list[Future]]] = deque()

@@ -119,7 +119,7 @@ def text_error(value: Any, max_chars: int) -> str | None:
 
 
 def score_chunk(frame: pd.DataFrame, spec: ScoreSpec) -> pd.DataFrame:
-    """Return one output row per input row: carried columns, probability, score, label, model_version, error."""
+    """Return one output row per input row: carried columns, then the RESULT_COLUMNS."""
     texts = frame[spec.text_column].tolist()
     n = len(texts)
     errors: list[str | None] = [text_error(v, spec.max_chars) for v in texts]

@@ -107,7 +107,8 @@ class Settings:
         default=1,
         metadata=_doc(
             "1 = well-formed `POST /v1/predict` and `/v2/models/<name>/infer` requests skip Flask's "
-            "per-request machinery (same answers, less CPU: `service/fastpath.py`); 0 = all go through Flask.",
+            "per-request machinery (same answers, less CPU: `service/fastpath.py`); "
+            "0 = all go through Flask.",
             minimum=0,
         ),
     )

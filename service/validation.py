@@ -202,7 +202,8 @@ def check_texts(texts: Any, limits: Limits, *, field: str, single: bool = False)
         if rewriting_left < 0:
             raise PayloadTooLarge(
                 f"Unicode NFKC normalisation would rewrite this request's texts into more than "
-                f"{limits.max_nfkc_rewritten_chars} characters (the limit per request): send them in several requests",
+                f"{limits.max_nfkc_rewritten_chars} characters (the limit per request): "
+                "send them in several requests",
                 code="normalization_too_large",
             )
         if not text.strip():

@@ -116,7 +116,7 @@ def _compose_cli() -> list[str] | None:
 
 
 def _compose_config(tmp_path, *overrides: Path) -> dict:
-    """Return ``compose config`` of the file (plus overrides) with every profile, as a real CLI resolves it."""
+    """Return ``compose config`` of the file (plus overrides) with every profile, as the CLI resolves it."""
     cli = _compose_cli()
     if cli is None:
         missing_tool("no Compose CLI here: apt-get install docker-compose, or the docker compose v2 plugin")
@@ -371,7 +371,8 @@ def test_api_environment_names_real_settings_with_their_defaults() -> None:
         if m:
             assert m.group(1) == name, f"{name} is read from ${{{m.group(1)}}}"
             assert m.group(2) == str(documented[name]), (
-                f"{name}: compose default {m.group(2)!r} differs from service/settings.py {documented[name]!r}"
+                f"{name}: compose default {m.group(2)!r} differs from "
+                f"service/settings.py {documented[name]!r}"
             )
 
 
@@ -428,7 +429,7 @@ def _module_exists(module: str) -> bool:
 
 
 def run_module_help(invocation: tuple[str, ...], monkeypatch, capsys) -> str:
-    """Run `python -m MODULE [SUBCOMMAND...] --help` in this interpreter (runpy: `-m` semantics); return stdout.
+    """Run `python -m MODULE [SUBCOMMAND...] --help` in this interpreter (runpy: `-m`); return stdout.
 
     In-process rather than a subprocess per module: they all import the same numpy/pandas stack.
     """

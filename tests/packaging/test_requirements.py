@@ -128,7 +128,8 @@ def test_constraints_pin_every_image_requirement() -> None:
         for req in sizes.read_requirements(rel):
             name = canonicalize_name(req.name)
             assert constraints.get(name) == str(req.specifier), (
-                f"requirements/constraints.txt does not pin {req} (run: .venv/bin/python docker/freeze_constraints.py)"
+                f"requirements/constraints.txt does not pin {req} "
+                "(run: .venv/bin/python docker/freeze_constraints.py)"
             )
     assert not {"pip", "setuptools", "wheel"} & set(constraints), "installer tooling must not be pinned"
 
@@ -180,5 +181,6 @@ def test_image_code_never_imports_a_project_package_it_does_not_copy() -> None:
                 for module, _ in _imports(path):
                     if module in PROJECT_PACKAGES - {"tests"}:
                         assert module in image.code, (
-                            f"{path.relative_to(ROOT)} imports {module}, which the {image.name} image does not copy"
+                            f"{path.relative_to(ROOT)} imports {module}, "
+                            f"which the {image.name} image does not copy"
                         )

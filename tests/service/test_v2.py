@@ -347,7 +347,8 @@ def test_v2_requests_are_counted_under_their_own_routes(client):
     text = client.get("/metrics").get_data(as_text=True)
     for line in (
         'sentiment_http_requests_total{method="POST",route="/v2/models/<name>/infer",status="200"} 1.0',
-        'sentiment_http_requests_total{method="POST",route="/v2/models/<name>/versions/<version>/infer",status="404"} 1.0',
+        'sentiment_http_requests_total{method="POST",'
+        'route="/v2/models/<name>/versions/<version>/infer",status="404"} 1.0',
         'sentiment_http_requests_total{method="GET",route="/v2/health/ready",status="200"} 1.0',
     ):
         assert line in text, line

@@ -105,6 +105,7 @@ def test_pure_request_rules_import_no_flask():
 
     code = (
         "import sys, service.validation, service.v2_codec; "
-        "bad = {'flask', 'werkzeug', 'service.errors', 'service.batcher'} & set(sys.modules); assert not bad, bad"
+        "bad = {'flask', 'werkzeug', 'service.errors', 'service.batcher'} & set(sys.modules); "
+        "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,4 +1,4 @@
-"""training/ stays readable: no function longer than a screen (80 lines, decorators and docstring included)."""
+"""training/ stays readable: no function longer than a screen (80 lines, decorators and docstring in)."""
 
 from __future__ import annotations
 

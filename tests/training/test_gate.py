@@ -246,7 +246,7 @@ def test_per_row_log_losses_average_to_the_reported_log_loss():
 
 # -- the README's gate table states the CLI's defaults ----------------------------------------------
 def test_the_readme_gate_table_states_each_flags_real_default():
-    """Users pick tolerances from the README table: each "`--flag` (default)" cell must be the real default."""
+    """Users pick tolerances from the README table: each "`--flag` (default)" cell is the real default."""
     import re
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""What a version trained on: recorded identities, rebuilt ones for old versions, gold overlap (no training)."""
+"""What a version trained on: recorded identities, rebuilt ones for old versions, gold overlap (no fit)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Metrics: scikit-learn's numbers equal the hand-written ones they replaced; calibration maths on constructed data."""
+"""Metrics: scikit-learn's numbers equal the hand-written ones they replaced; calibration on made-up data."""
 
 from __future__ import annotations
 

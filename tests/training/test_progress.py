@@ -92,5 +92,6 @@ def test_lstm_lines_every_interval_and_per_epoch_with_epoch_and_total_time_left(
         "epoch ends in 8 s, 48 s left if all 2 epochs run",
         "LSTM epoch 1/2 (frozen): step 10/10 (100%), loss 0.5000, accuracy 0.7500; "
         "epoch ends in 0 s, 40 s left if all 2 epochs run",
-        "LSTM epoch 2/2 (finetune): step 10/10 (100%), loss 0.2500; epoch ends in 0 s, 0 s left if all 2 epochs run",
+        "LSTM epoch 2/2 (finetune): step 10/10 (100%), loss 0.2500; "
+        "epoch ends in 0 s, 0 s left if all 2 epochs run",
     ]

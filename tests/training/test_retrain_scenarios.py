@@ -269,7 +269,7 @@ def test_status_says_when_production_was_trained_on_the_gold_set(story, syntheti
 
 
 def test_the_first_deployment_path_trains_a_production_that_never_saw_the_gold_set(synthetic_world, tmp_path):
-    """README "First deployment": make-gold, train production on the remainder; status says 0 gold rows seen."""
+    """README "First deployment": make-gold, train production on the rest; status says 0 gold rows seen."""
     from training import train
 
     gold, rest = tmp_path / "gold.csv", tmp_path / "train-without-gold.csv"
