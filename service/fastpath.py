@@ -23,9 +23,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from werkzeug.exceptions import ClientDisconnected
+
 from service.api import DEFERRED_ERROR, PREDICT_RULE, limits_for, score_predict_body
 from service.dataplane import DataPlane
-from service.metrics import Metrics
+from service.metrics import REQUEST_STARTED, Metrics
 from service.v2 import INFER_RULE, score_infer_body
 from service.v2_codec import BINARY_TYPE, HEADER_LENGTH, JSON_TYPE
 
@@ -76,11 +78,11 @@ class PredictFastPath:
                 return None
         elif environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() not in ("", "identity"):
             return None
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "")
-        except ValueError:
+        declared = environ.get("CONTENT_LENGTH") or ""
+        if not (declared.isascii() and declared.isdigit()):  # as Werkzeug reads it: digits only
             return None
-        return length if 0 <= length <= self._max_body else None
+        length = int(declared)
+        return length if length <= self._max_body else None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -90,13 +92,17 @@ class PredictFastPath:
             return self._flask(environ, start_response)
         answer, (count, latency) = route
         started = time.perf_counter()
-        raw = environ["wsgi.input"].read(length) if length else b""
+        raw = b""
         try:
+            raw = environ["wsgi.input"].read(length) if length else b""
+            if len(raw) != length:  # the client stopped sending: nothing complete to score
+                raise ClientDisconnected()
             body, content_type, headers = answer(raw, environ)
         except Exception as exc:  # noqa: BLE001 - Flask's handlers turn it into the error body
             environ["wsgi.input"] = io.BytesIO(raw)
             environ["CONTENT_LENGTH"] = str(len(raw))
             environ[DEFERRED_ERROR] = exc
+            environ[REQUEST_STARTED] = started  # its latency counts the time spent here too
             return self._flask(environ, start_response)
         start_response(
             "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]

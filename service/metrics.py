@@ -24,6 +24,8 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: environ key: when the request's handling began, if before Flask (service.fastpath sets it).
+REQUEST_STARTED = "sentiment.request_started"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 256)
@@ -156,7 +158,7 @@ class Metrics:
 
         @app.before_request
         def _start_timer() -> None:
-            g.metrics_started = time.perf_counter()
+            g.metrics_started = request.environ.get(REQUEST_STARTED) or time.perf_counter()
 
         @app.after_request
         def _record(response: Response) -> Response:

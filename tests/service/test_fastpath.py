@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from service.batcher import QueueFull
+from service.batcher import DeadlineExceeded, QueueFull
 from service.fastpath import PredictFastPath
 from service.v2_codec import HEADER_LENGTH
 from tests.service.test_v2 import triton_request, v2_doc
@@ -121,3 +122,45 @@ def test_fast_path_requests_are_counted_in_the_same_series(make_app):
         'sentiment_http_requests_total{method="POST",route="/v2/models/<name>/infer",status="200"} 1.0'
         in exposition
     )
+
+
+def test_a_body_shorter_than_declared_is_refused_as_through_flask(make_app):
+    answers = []
+    for enabled in (1, 0):
+        app = make_app(PREDICT_FAST_PATH=enabled)
+        scored = []
+        plane = app.extensions["sentiment"]
+        real = plane.predict
+        plane.predict = lambda texts, *a, real=real: scored.append(texts) or real(texts, *a)
+        body = json.dumps({"text": "cut short"}).encode()
+        for length in (str(len(body) + 50), "1_3", "+20"):
+            response = app.test_client().post(
+                "/v1/predict",
+                data=body,
+                content_type="application/json",
+                environ_overrides={"CONTENT_LENGTH": length},
+            )
+            answers.append((enabled, length, response.status_code, response.get_data()))
+        assert scored == [], scored  # nothing incomplete (or oddly framed) was scored
+    fast, flask_only = answers[:3], answers[3:]
+    assert [a[1:] for a in fast] == [a[1:] for a in flask_only]
+    assert all(a[2] == 400 for a in answers)
+
+
+def test_a_failed_request_is_timed_from_its_arrival_not_from_the_hand_over(make_app):
+    app = make_app()
+    plane = app.extensions["sentiment"]
+
+    def slow_then_late(texts, deadline, arrival=None):
+        if arrival is not None:
+            arrival.close()
+        time.sleep(0.2)
+        raise DeadlineExceeded("late")
+
+    plane.predict = slow_then_late
+    client = app.test_client()
+    assert client.post("/v1/predict", json={"text": "slow"}).status_code == 504
+    exposition = client.get("/metrics").get_data(as_text=True)
+    line = 'sentiment_http_request_duration_seconds_sum{method="POST",route="/v1/predict",status="504"} '
+    seconds = float(next(x for x in exposition.splitlines() if x.startswith(line)).split()[-1])
+    assert 0.2 <= seconds < 5
