@@ -28,8 +28,8 @@ from werkzeug.exceptions import ClientDisconnected
 from service.api import DEFERRED_ERROR, PREDICT_RULE, limits_for, score_predict_body
 from service.dataplane import DataPlane
 from service.metrics import REQUEST_STARTED, Metrics
-from service.v2 import INFER_RULE, score_infer_body
-from service.v2_codec import BINARY_TYPE, HEADER_LENGTH, JSON_TYPE
+from service.v2 import INFER_RULE, infer_response_headers, is_identity_encoding, score_infer_body
+from service.v2_codec import HEADER_LENGTH, JSON_TYPE
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 #: Scores a body; returns the response body and its headers after Content-Type and -Length.
@@ -50,24 +50,23 @@ class PredictFastPath:
         self._plane = plane
         self._limits = limits_for(plane.settings)
         self._max_body = plane.settings.max_body_bytes
-        name = plane.settings.model_name
-        self._infer_path = INFER_RULE.replace("<name>", name)
+        self._name = plane.settings.model_name
         self._routes: dict[str, tuple[Answer, tuple]] = {
             PREDICT_RULE: (self._predict, metrics.request_series(PREDICT_RULE, "POST", 200)),
-            self._infer_path: (self._infer, metrics.request_series(INFER_RULE, "POST", 200)),
+            INFER_RULE.replace("<name>", self._name): (
+                self._infer,
+                metrics.request_series(INFER_RULE, "POST", 200),
+            ),
         }
 
     def _predict(self, raw: bytes, environ: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, str]]]:
         return score_predict_body(self._plane, raw, self._limits), JSON_TYPE, []
 
     def _infer(self, raw: bytes, environ: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, str]]]:
-        name = self._plane.settings.model_name
         body, header_length = score_infer_body(
-            self._plane, raw, environ.get(_HEADER_LENGTH_ENVIRON), self._limits, name
+            self._plane, raw, environ.get(_HEADER_LENGTH_ENVIRON), self._limits, self._name
         )
-        if header_length is None:
-            return body, JSON_TYPE, []
-        return body, BINARY_TYPE, [(HEADER_LENGTH, str(header_length))]
+        return (body, *infer_response_headers(header_length))
 
     def _body_length(self, environ: dict[str, Any], path: str) -> int | None:
         """Return the declared body length when this path may answer the request, else None."""
@@ -76,7 +75,7 @@ class PredictFastPath:
         if path == PREDICT_RULE:
             if not _json_content_type(environ.get("CONTENT_TYPE", "")):
                 return None
-        elif environ.get("HTTP_CONTENT_ENCODING", "identity").strip().lower() not in ("", "identity"):
+        elif not is_identity_encoding(environ.get("HTTP_CONTENT_ENCODING")):
             return None
         declared = environ.get("CONTENT_LENGTH") or ""
         if not (declared.isascii() and declared.isdigit()):  # as Werkzeug reads it: digits only

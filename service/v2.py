@@ -118,18 +118,30 @@ def infer(name: str, version: str | None = None) -> Response:
     if deferred is not None:  # the fast path failed on this request: answer with its error
         raise deferred
     wanted = _check(name, version)
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):  # e.g. tritonclient's request_compression_algorithm
+    encoding = request.headers.get("Content-Encoding")
+    if not is_identity_encoding(encoding):  # e.g. tritonclient's request_compression_algorithm
         raise UnsupportedMediaType(
-            f"Content-Encoding {encoding[:20]!r} is not supported; send the body uncompressed"
+            f"Content-Encoding {encoding.strip().lower()[:20]!r} is not supported; send the body uncompressed"
         )
     body, header_length = score_infer_body(
         dataplane(), read_body(), request.headers.get(HEADER_LENGTH), limits(), name, wanted
     )
-    response = Response(body, mimetype=JSON_TYPE if header_length is None else BINARY_TYPE)
-    if header_length is not None:
-        response.headers[HEADER_LENGTH] = str(header_length)
+    content_type, headers = infer_response_headers(header_length)
+    response = Response(body, mimetype=content_type)
+    response.headers.extend(headers)
     return response
+
+
+def is_identity_encoding(value: str | None) -> bool:
+    """Tell whether a Content-Encoding header leaves the body as sent (absent, empty or identity)."""
+    return value is None or value.strip().lower() in ("", "identity")
+
+
+def infer_response_headers(header_length: int | None) -> tuple[str, list[tuple[str, str]]]:
+    """Return an infer answer's content type and extra headers: JSON, or a JSON header + binary."""
+    if header_length is None:
+        return JSON_TYPE, []
+    return BINARY_TYPE, [(HEADER_LENGTH, str(header_length))]
 
 
 def score_infer_body(
