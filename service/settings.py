@@ -253,7 +253,7 @@ class ServerSettings:
         default=2, metadata=_doc("Worker processes, each with its own model copy and batcher.", minimum=1)
     )
     threads: int = field(
-        default=32,
+        default=16,
         metadata=_doc("Request threads per worker (gthread); they mostly wait on the batcher.", minimum=1),
     )
     timeout_s: int = field(

@@ -34,7 +34,7 @@ def test_from_env_reads_prefixed_variables():
     assert (settings.max_batch_size, settings.poll_interval_s, settings.model_dir) == (8, 0.5, "/m")
     assert settings.batch_timeout_s == pytest.approx(0.002)
     server = ServerSettings.from_env({"SENTIMENT_WORKERS": "3", "SENTIMENT_BIND": "127.0.0.1:9"})
-    assert (server.workers, server.bind, server.threads) == (3, "127.0.0.1:9", 32)
+    assert (server.workers, server.bind, server.threads) == (3, "127.0.0.1:9", 16)
 
 
 @pytest.mark.parametrize(
