@@ -26,23 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_service import DEFAULT_DATA, load_texts  # noqa: E402
+from bench.bench_service import add_model_and_data_args, load_texts  # noqa: E402
 from service.app import create_app  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-dir", default="models", help="registry root (default: %(default)s)")
-    p.add_argument(
-        "--model-name", default="sentiment", help="model name in the registry (default: %(default)s)"
-    )
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="IMDB train.csv.gz to draw texts from (default: $SENTIMENT_DATA_DIR/train.csv.gz)",
-    )
+    add_model_and_data_args(p)
     p.add_argument("--texts", type=int, default=1000, help="distinct texts (default: %(default)s)")
     p.add_argument(
         "--short-fraction",

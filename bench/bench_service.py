@@ -84,13 +84,8 @@ end
 """
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line."""
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+def add_model_and_data_args(p: argparse.ArgumentParser) -> None:
+    """Add --model-dir, --model-name and --data (the service benches share them)."""
     p.add_argument("--model-dir", default="models", help="registry root (default: %(default)s)")
     p.add_argument(
         "--model-name", default="sentiment", help="model name in the registry (default: %(default)s)"
@@ -102,6 +97,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="IMDB train.csv.gz to draw reviews and sentences from "
         "(default: $SENTIMENT_DATA_DIR/train.csv.gz)",
     )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    add_model_and_data_args(p)
     p.add_argument("--texts", type=int, default=4000, help="distinct request texts (default: %(default)s)")
     p.add_argument(
         "--short-fraction",
