@@ -48,6 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="labelled file with ratings (default: $SENTIMENT_DATA_DIR/train.csv.gz)",
     )
+    p.add_argument(
+        "--show-errors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print N misread sentences per version, drawn at random (seed 0), with label and score:"
+        " to judge how many misreadings are the model's and how many the inherited label's",
+    )
     return p.parse_args(argv)
 
 
@@ -81,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         probabilities = Predictor.load(path).score_texts(list(short.texts))
         accuracy = float(np.mean((probabilities >= 0.5) == labels))
         print(f"{path}: accuracy {100 * accuracy:.2f} %, ROC-AUC {roc_auc_score(labels, probabilities):.4f}")
+        wrong = np.flatnonzero((probabilities >= 0.5) != labels)
+        shown = np.random.default_rng(0).choice(wrong, min(args.show_errors, len(wrong)), replace=False)
+        for i in shown:
+            print(f"  label {labels[i]} score {probabilities[i]:.2f}  {short.texts[i]}")
     return 0
 
 

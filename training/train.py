@@ -60,7 +60,13 @@ from training.data import (
 )
 from training.lineage import write_training_data
 from training.metrics import cross_fitted_probabilities, evaluate_logits
-from training.short_texts import SHORT_TEXT_VERSION, short_text_set, training_crops
+from training.short_texts import (
+    SHORT_TEXT_VERSION,
+    ShortTexts,
+    negated_counterfactuals,
+    short_text_set,
+    training_crops,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +102,15 @@ class Prepared:
     word2vec: Any  # gensim.models.Word2Vec
     embedding: np.ndarray  # [vocabulary size, w2v_dim], row i = token id i
     embedding_stats: dict
-    x_train: list[np.ndarray]  # whole training reviews, then their short-text crops
+    x_train: list[np.ndarray]  # whole training reviews, then short-text crops, then negated edits
     y_train: np.ndarray
     x_val: list[np.ndarray]  # epoch selection (early stopping) and the branch combination
     y_val: np.ndarray
     x_cal: list[np.ndarray]  # calibration: fits the temperature, never picks the epoch
     y_cal: np.ndarray
     w_train: np.ndarray | None = None  # loss weight per training row; None = all 1 (no crops)
-    training_snippets: int = 0  # crops at the end of x_train
+    training_snippets: int = 0  # crops after the whole reviews in x_train
+    negated_edits: int = 0  # negation pairs (original, negated) after the crops
     x_short: list[np.ndarray] = field(default_factory=list)  # short-text validation: held-out sentences
     y_short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     short_reviews: int = 0  # held-out reviews the short texts come from
@@ -206,35 +213,41 @@ def prepare(
 def add_short_texts(
     data: Prepared, config: TrainConfig, labelled: LabelledData, train_idx: np.ndarray, held_idx: np.ndarray
 ) -> None:
-    """Append crops of clearly rated training reviews to the training rows; cut the short-text validation set.
+    """Add crops and negated edits of clearly rated reviews to the training rows; cut the short-text set.
 
-    A crop weighs ``crop_weight`` in the loss (a whole review 1). The validation sentences come from
-    held-out reviews only (epoch selection and calibration rows: never trained on). Without star
-    ratings (a file with no rating column) there is neither.
+    A crop weighs ``crop_weight`` in the loss, a negated edit ("was good" -> "was not good", label
+    flipped) ``negation_weight``, a whole review 1. The validation sentences come from held-out
+    reviews only (epoch selection and calibration rows: never trained on). Without star ratings (a
+    file with no rating column) there is none of them.
     """
     ratings = labelled.ratings_or_unknown()
-    texts = labelled.texts
+    train_texts = [labelled.texts[i] for i in train_idx]
+    train_labels, train_ratings = labelled.labels[train_idx], ratings[train_idx]
+    extra: list[tuple[ShortTexts, float]] = []
     if config.crops_per_review:
         crops = training_crops(
-            [texts[i] for i in train_idx],
-            labelled.labels[train_idx],
-            ratings[train_idx],
-            per_review=config.crops_per_review,
-            seed=config.seed,
+            train_texts, train_labels, train_ratings, per_review=config.crops_per_review, seed=config.seed
         )
-        if len(crops):
-            data.x_train = data.x_train + data.vocab.encode_many(crops.texts)
-            data.w_train = np.concatenate([np.ones(len(train_idx)), np.full(len(crops), config.crop_weight)])
-            data.y_train = np.concatenate([data.y_train, crops.labels]).astype(np.int8)
-            data.training_snippets = len(crops)
+        data.training_snippets = len(crops)
+        extra.append((crops, config.crop_weight))
+    if config.negation_weight:
+        negated = negated_counterfactuals(train_texts, train_labels, train_ratings)
+        data.negated_edits = len(negated)
+        extra.append((negated, config.negation_weight))
+    extra = [(rows, weight) for rows, weight in extra if len(rows)]
+    if extra:
+        data.x_train = data.x_train + [ids for rows, _ in extra for ids in data.vocab.encode_many(rows.texts)]
+        data.w_train = np.concatenate([np.ones(len(train_idx))] + [np.full(len(r), w) for r, w in extra])
+        data.y_train = np.concatenate([data.y_train] + [r.labels for r, _ in extra]).astype(np.int8)
     short = short_text_set(
-        [texts[i] for i in held_idx], labelled.labels[held_idx], ratings[held_idx], seed=config.seed
+        [labelled.texts[i] for i in held_idx], labelled.labels[held_idx], ratings[held_idx], seed=config.seed
     )
     data.x_short, data.y_short = data.vocab.encode_many(short.texts), short.labels
     data.short_reviews = int(len(np.unique(short.source)))
     log.info(
-        "short texts: %d training snippets, %d validation sentences from %d held-out reviews",
+        "short texts: %d training snippets, %d negated edits, %d validation sentences of %d held-out reviews",
         data.training_snippets,
+        data.negated_edits,
         len(short),
         data.short_reviews,
     )
@@ -531,10 +544,11 @@ def build_manifest(
         "parity": parity,
         "timings": timings,
         "data": {
-            "train_rows": len(data.x_train) - data.training_snippets,
+            "train_rows": len(data.x_train) - data.training_snippets - data.negated_edits,
             "validation_rows": len(data.x_val),
             "calibration_rows": len(data.x_cal),
             "training_snippets": data.training_snippets,
+            "negated_edits": data.negated_edits,
             "unlabelled_rows": len(inputs.unlabelled),
             "skipped_rows": inputs.labelled.skipped,
         },
@@ -630,7 +644,7 @@ def train_version(
     keras.utils.set_random_seed(config.seed)
 
     # 1. Data → ids: split, tokenise, vocabulary and word2vec from training text only, encode;
-    #    crops of clearly rated training reviews join the training rows.
+    #    crops and negated edits of clearly rated training reviews join the training rows.
     data = prepare(config, inputs, previous_word2vec, timings)
 
     # 2. Fit the LSTM: embedding frozen, then fine-tuned; the best validation epoch is kept.

@@ -3,13 +3,18 @@
 import numpy as np
 
 from embeddings.tokenizer import tokenize
+from embeddings.vocabulary import Vocabulary
+from training.config import preset
+from training.data import LabelledData
 from training.short_texts import (
     OPINION_WORDS,
     is_clearly_rated,
+    negated_counterfactuals,
     short_text_set,
     split_sentences,
     training_crops,
 )
+from training.train import Prepared, add_short_texts
 
 REVIEW_POS = (
     "Ghost of the Hollow is a typical teen movie.<br /><br />It was made in 1959. The acting was "
@@ -61,3 +66,36 @@ def test_training_crops_are_snippets_of_clear_reviews_with_their_label():
         assert 3 <= len(tokenize(text)) <= 60
     again = training_crops(texts, np.array([1, 0, 1, 1]), np.array([10, 1, 7, 10]), per_review=4, seed=3)
     assert again.texts == crops.texts
+
+
+def test_negated_pairs_flip_one_clause_copula_opinions_that_agree_with_their_review():
+    texts = [
+        "The film was good. It is really dull. The acting was superb and the plot was bad.",
+        "This movie is not bad. It was terrible! The ending was great, but the rest was awful.",
+        "The acting was superb. Its best scene is long.",
+        "The songs were wonderful.",
+    ]
+    edits = negated_counterfactuals(texts, np.array([1, 0, 0, 1]), np.array([10, 1, 2, 7]))
+    assert edits.texts == [
+        "The film was good.",
+        "The film was not good.",
+        "It was terrible!",
+        "It was not terrible!",
+    ]
+    assert edits.labels.tolist() == [1, 0, 0, 1] and edits.source.tolist() == [0, 0, 1, 1]
+    # Left alone: "really dull" leans against its 10-star review; two opinion words; a negator
+    # already there; a second clause ("..., but ..."); "superb" in a 2-star review (sarcasm or a
+    # concession); no copula before the opinion word; a 7-star review (not clearly rated).
+
+
+def test_negated_edits_join_training_with_their_weight_and_are_counted():
+    texts = ["The film was good. The plot was fun. I saw it twice.", "The film was awful. Dull stuff, long."]
+    labelled = LabelledData(texts, np.array([1, 0], np.int8), "test", ratings=np.array([10.0, 1.0]))
+    vocab = Vocabulary.build([tokenize(t) for t in texts], min_count=1)
+    data = Prepared(
+        vocab, None, np.zeros((1, 1)), {}, vocab.encode_many(texts), labelled.labels.copy(), [], [], [], []
+    )
+    config = preset("small").replace(crops_per_review=0, negation_weight=0.25)
+    add_short_texts(data, config, labelled, np.array([0, 1]), np.array([], int))
+    assert data.negated_edits == 6 and len(data.x_train) == 8
+    assert data.y_train.tolist() == [1, 0, 1, 0, 1, 0, 0, 1] and data.w_train.tolist() == [1, 1] + [0.25] * 6
