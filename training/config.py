@@ -65,7 +65,7 @@ class TrainConfig:
     # -- short texts: train on sentences/snippets of clearly rated reviews too ------------------
     crops_per_review: int = 2  # snippets (1-3 sentences) per clearly rated training review; 0 = none
     crop_weight: float = 0.5  # loss weight of a snippet (a whole review weighs 1)
-    negation_weight: float = 0.25  # loss weight of a "was good" -> "was not good" edit, flipped; 0 = none
+    negation_weight: float = 0.5  # loss weight of each of "was good" / "was not good" (flipped); 0 = none
 
     # -- optimisation ------------------------------------------------------------------------
     optimizer: str = "adam"  # adam | rmsprop | sgd

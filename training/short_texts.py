@@ -1,4 +1,4 @@
-"""Short texts cut from long reviews: training crops and the short-text validation set.
+"""Short texts cut from long reviews: training crops, negation pairs and the short-text validation set.
 
 Users send one sentence as often as a whole review, but IMDB only labels whole reviews. A sentence
 inherits its review's label only when the review is *clearly* rated (1-2 or 9-10 stars): a
@@ -6,6 +6,9 @@ inherits its review's label only when the review is *clearly* rated (1-2 or 9-10
 
 - :func:`training_crops` samples sentences and short snippets (runs of consecutive sentences) of
   clearly rated training reviews; the model trains on them next to the whole reviews.
+- :func:`negated_counterfactuals` pairs one-statement sentences of clearly rated training reviews
+  ("The film was good.") with their negation, label flipped: what "not" does, which IMDB's labels
+  barely teach.
 - :func:`short_text_set` builds the short-text validation set from held-out reviews: sentences of
   5-30 tokens that carry an opinion word of :data:`OPINION_WORDS`. Without that filter most
   sentences are plot summary ("Plot concerns a group of teens...") whose inherited label is a coin
@@ -146,16 +149,35 @@ def training_crops(
     return _pack(rows)
 
 
-#: Verbs after which "not" turns the opinion word that follows: "was good" -> "was not good".
-#: (No "'s": "the film's best scene" is a possessive.)
+#: Opinion words whose negation flips a sentence: plain adjectives. Left out: verbs and nouns
+#: ("was moving", "was crap"), comparatives and superlatives ("not worse than", "not the best"),
+#: and words with a common neutral sense ("was fine", "was strong", "was cheap", "was classic").
+NEGATABLE_WORDS = frozenset(
+    """
+    good great excellent superb wonderful brilliant amazing fantastic outstanding perfect beautiful
+    lovely enjoyable fun funny hilarious impressive touching powerful stunning terrific nice
+    charming delightful entertaining memorable
+    bad awful terrible horrible poor boring bored dull stupid lame disappointing disappointed
+    pointless annoying ridiculous pathetic weak mediocre unfunny laughable painful dreadful tedious
+    predictable forgettable awkward incoherent unwatchable
+    """.split()
+)
+#: "was good" -> "was not good": a form of "be", maybe an intensifier, then the word. No "'s" (the
+#: film's best scene), no "seems"/"looks" ("looks not great" is not English), no "just", "pretty",
+#: "rather" or "so" ("was not just bad" is worse than bad; "was so bad [that] I left").
 _COPULA_OPINION = re.compile(
-    r"\b(is|was|are|were|seems|seemed|looks|looked|feels|felt)\s+"
-    r"(?:(?:very|really|so|quite|pretty|just|truly|absolutely|extremely|too|rather|simply)\s+)?"
-    r"(?:" + "|".join(sorted(OPINION_WORDS, key=len, reverse=True)) + r")\b",
+    r"\b(is|was|are|were)\s+(?:(?:very|really|quite|truly|absolutely|extremely|too)\s+)?"
+    r"(" + "|".join(sorted(NEGATABLE_WORDS, key=len, reverse=True)) + r")\b",
     re.IGNORECASE,
 )
-#: A second clause ("..., but the ending was great") may carry an opinion of its own.
-_SECOND_CLAUSE = re.compile(r"[,;:]|\b(?:but|although|though|except|yet|while|whereas)\b", re.IGNORECASE)
+#: A second clause ("..., but the ending was great", "... and the acting is atrocious", "so bored
+#: that they left", "worse than ...") or a question: "not" would not flip the sentence.
+#: What may follow a sentence's last word: its full stop and closing quotes or brackets.
+_CLOSING = " .!\"')]"
+_NOT_ONE_STATEMENT = re.compile(
+    r"[,;:?]|\b(?:but|although|though|except|yet|while|whereas|and|or|that|than|because|when|if)\b",
+    re.IGNORECASE,
+)
 
 
 def negated_counterfactuals(
@@ -173,26 +195,35 @@ def negated_counterfactuals(
     Counterfactual edits that flip a label with a minimal change teach what the change means
     (human-edited IMDB counterfactuals: Kaushik et al., ICLR 2020; automatic ones from negation and
     antonyms: Wang & Culotta, AAAI 2021). Only sentences whose meaning the edit surely flips are
-    used: one clause, no negator yet, exactly one opinion word, right after a copula, leaning the
-    way its clearly rated review does (a "good" in a 1-star review may be sarcasm or a concession:
-    negating it would teach nonsense). The original comes with its edit, so that the pair differs
-    by one word: without it, the edits alone pulled plain praise like "John was great in this
-    film." towards 0.5 (one full-preset run).
+    used: one statement (no second clause, no question), no negator yet, one opinion word (counted
+    with repeats), a plain adjective of :data:`NEGATABLE_WORDS` right after a form of "be",
+    leaning the way its clearly rated review does (a "good" in a 1-star review may be sarcasm or a
+    concession: negating it would teach nonsense). The original comes with its edit, so that the
+    pair differs by one word: without it, the edits alone pulled plain praise like "John was great
+    in this film." towards 0.5 (one full-preset run). Every second edit whose word ends the
+    sentence says "not ... at all": "at all" only strengthens a negation, but IMDB has it mostly in
+    complaints ("not funny at all"), so without it a model read "not bad at all" as less positive
+    than "not bad" (0.44 against 0.68 in one full-preset run).
     """
     negators = frozenset(NEGATORS)
     rows: list[tuple[str, int, int]] = []
+    ends_here = 0
     for i in np.flatnonzero(is_clearly_rated(ratings)):
         positive = bool(labels[i])
         for sentence in split_sentences(texts[i]):
             tokens = tokenize(sentence)
-            opinion = OPINION_WORDS.intersection(tokens)
-            if not (min_tokens <= len(tokens) <= max_tokens) or len(opinion) != 1:
+            if not (min_tokens <= len(tokens) <= max_tokens) or _NOT_ONE_STATEMENT.search(sentence):
                 continue
-            if (opinion <= POSITIVE_WORDS) != positive or not negators.isdisjoint(tokens):
+            if sum(t in OPINION_WORDS for t in tokens) != 1 or not negators.isdisjoint(tokens):
                 continue
             match = _COPULA_OPINION.search(sentence)
-            if match is None or _SECOND_CLAUSE.search(sentence):
+            word = match.group(2).lower() if match else ""
+            if word not in tokens or (word in POSITIVE_WORDS) != positive:
                 continue
-            negated = f"{sentence[: match.end(1)]} not{sentence[match.end(1) :]}"
+            after = sentence[match.end() :]
+            if not after.strip(_CLOSING):  # the word ends the sentence
+                ends_here += 1
+                after = " at all" + after if ends_here % 2 == 0 else after
+            negated = f"{sentence[: match.end(1)]} not{sentence[match.end(1) : match.end()]}{after}"
             rows += [(sentence, int(positive), int(i)), (negated, int(not positive), int(i))]
     return _pack(rows)

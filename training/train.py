@@ -102,15 +102,15 @@ class Prepared:
     word2vec: Any  # gensim.models.Word2Vec
     embedding: np.ndarray  # [vocabulary size, w2v_dim], row i = token id i
     embedding_stats: dict
-    x_train: list[np.ndarray]  # whole training reviews, then short-text crops, then negated edits
+    x_train: list[np.ndarray]  # whole training reviews, then short-text crops, then negation pairs
     y_train: np.ndarray
     x_val: list[np.ndarray]  # epoch selection (early stopping) and the branch combination
     y_val: np.ndarray
     x_cal: list[np.ndarray]  # calibration: fits the temperature, never picks the epoch
     y_cal: np.ndarray
-    w_train: np.ndarray | None = None  # loss weight per training row; None = all 1 (no crops)
+    w_train: np.ndarray | None = None  # loss weight per training row; None = all 1 (no crops, no pairs)
     training_snippets: int = 0  # crops after the whole reviews in x_train
-    negated_edits: int = 0  # negation pairs (original, negated) after the crops
+    negation_rows: int = 0  # rows of negation pairs (original, negated) after the crops
     x_short: list[np.ndarray] = field(default_factory=list)  # short-text validation: held-out sentences
     y_short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     short_reviews: int = 0  # held-out reviews the short texts come from
@@ -213,12 +213,12 @@ def prepare(
 def add_short_texts(
     data: Prepared, config: TrainConfig, labelled: LabelledData, train_idx: np.ndarray, held_idx: np.ndarray
 ) -> None:
-    """Add crops and negated edits of clearly rated reviews to the training rows; cut the short-text set.
+    """Add crops and negation pairs of clearly rated reviews to the training rows; cut the short-text set.
 
-    A crop weighs ``crop_weight`` in the loss, a negated edit ("was good" -> "was not good", label
-    flipped) ``negation_weight``, a whole review 1. The validation sentences come from held-out
-    reviews only (epoch selection and calibration rows: never trained on). Without star ratings (a
-    file with no rating column) there is none of them.
+    A crop weighs ``crop_weight`` in the loss, each sentence of a negation pair ("was good", and
+    "was not good" with the label flipped) ``negation_weight``, a whole review 1. The validation
+    sentences come from held-out reviews only (epoch selection and calibration rows: never trained
+    on). Without star ratings (a file with no rating column) there is none of them.
     """
     ratings = labelled.ratings_or_unknown()
     train_texts = [labelled.texts[i] for i in train_idx]
@@ -232,7 +232,7 @@ def add_short_texts(
         extra.append((crops, config.crop_weight))
     if config.negation_weight:
         negated = negated_counterfactuals(train_texts, train_labels, train_ratings)
-        data.negated_edits = len(negated)
+        data.negation_rows = len(negated)
         extra.append((negated, config.negation_weight))
     extra = [(rows, weight) for rows, weight in extra if len(rows)]
     if extra:
@@ -245,9 +245,9 @@ def add_short_texts(
     data.x_short, data.y_short = data.vocab.encode_many(short.texts), short.labels
     data.short_reviews = int(len(np.unique(short.source)))
     log.info(
-        "short texts: %d training snippets, %d negated edits, %d validation sentences of %d held-out reviews",
+        "short texts: %d training snippets, %d negation pairs, %d validation sentences of %d reviews",
         data.training_snippets,
-        data.negated_edits,
+        data.negation_rows // 2,
         len(short),
         data.short_reviews,
     )
@@ -259,7 +259,7 @@ def fit_ngram_branch(
 ) -> tuple[dict, dict]:
     """Fit NBSVM on the training rows, weigh it against the LSTM on the epoch-selection split, install both.
 
-    NBSVM is fitted in closed form on the same rows the LSTM trained on (crops included); one
+    NBSVM is fitted in closed form on the same rows the LSTM trained on (crops and pairs too); one
     logistic regression on the epoch-selection split weighs the two branches' logits, and the
     weights are folded into the Dense layer (the graph stays Embedding → LSTM → pooling ⊕ n-grams →
     Dense). Returns (the combination, each branch's logits per held-out split) for the ablation.
@@ -544,11 +544,11 @@ def build_manifest(
         "parity": parity,
         "timings": timings,
         "data": {
-            "train_rows": len(data.x_train) - data.training_snippets - data.negated_edits,
+            "train_rows": len(data.x_train) - data.training_snippets - data.negation_rows,
             "validation_rows": len(data.x_val),
             "calibration_rows": len(data.x_cal),
             "training_snippets": data.training_snippets,
-            "negated_edits": data.negated_edits,
+            "negation_pairs": data.negation_rows // 2,
             "unlabelled_rows": len(inputs.unlabelled),
             "skipped_rows": inputs.labelled.skipped,
         },
@@ -644,7 +644,7 @@ def train_version(
     keras.utils.set_random_seed(config.seed)
 
     # 1. Data → ids: split, tokenise, vocabulary and word2vec from training text only, encode;
-    #    crops and negated edits of clearly rated training reviews join the training rows.
+    #    crops and negation pairs of clearly rated training reviews join the training rows.
     data = prepare(config, inputs, previous_word2vec, timings)
 
     # 2. Fit the LSTM: embedding frozen, then fine-tuned; the best validation epoch is kept.

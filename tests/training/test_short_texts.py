@@ -68,34 +68,46 @@ def test_training_crops_are_snippets_of_clear_reviews_with_their_label():
     assert again.texts == crops.texts
 
 
-def test_negated_pairs_flip_one_clause_copula_opinions_that_agree_with_their_review():
+def test_negated_pairs_flip_one_statement_with_one_plain_adjective_that_agrees_with_its_review():
     texts = [
         "The film was good. It is really dull. The acting was superb and the plot was bad.",
         "This movie is not bad. It was terrible! The ending was great, but the rest was awful.",
         "The acting was superb. Its best scene is long.",
         "The songs were wonderful.",
+        "Everyone was very funny. The film was just good. The cast was great and the sets cost millions. "
+        "The train was moving. Was the ending good? Good is good. The film looks great. "
+        "The film was so good I cried. It was good when it ended.",
+        "The sequel was worse than I feared. The set was cheap.",
     ]
-    edits = negated_counterfactuals(texts, np.array([1, 0, 0, 1]), np.array([10, 1, 2, 7]))
-    assert edits.texts == [
+    labels, ratings = np.array([1, 0, 0, 1, 1, 0]), np.array([10, 1, 2, 7, 9, 1])
+    pairs = negated_counterfactuals(texts, labels, ratings)
+    assert pairs.texts == [
         "The film was good.",
         "The film was not good.",
         "It was terrible!",
-        "It was not terrible!",
+        "It was not terrible at all!",  # every second word that ends its sentence
+        "Everyone was very funny.",
+        "Everyone was not very funny.",
     ]
-    assert edits.labels.tolist() == [1, 0, 0, 1] and edits.source.tolist() == [0, 0, 1, 1]
+    assert pairs.labels.tolist() == [1, 0, 0, 1, 1, 0] and pairs.source.tolist() == [0, 0, 1, 1, 4, 4]
     # Left alone: "really dull" leans against its 10-star review; two opinion words; a negator
-    # already there; a second clause ("..., but ..."); "superb" in a 2-star review (sarcasm or a
-    # concession); no copula before the opinion word; a 7-star review (not clearly rated).
+    # already there; a second clause (", but", "and", "when"); "superb" in a 2-star review (sarcasm
+    # or a concession); no form of "be" before the word ("Its best scene", "looks great"); a 7-star
+    # review (not clearly rated); "just good" ("not just good" is no negation); a word that is no
+    # plain adjective ("moving", "worse", "cheap"); a question; "good" twice; "so good [that]".
 
 
-def test_negated_edits_join_training_with_their_weight_and_are_counted():
+def test_crops_then_negation_pairs_join_training_with_their_weights_and_are_counted():
     texts = ["The film was good. The plot was fun. I saw it twice.", "The film was awful. Dull stuff, long."]
     labelled = LabelledData(texts, np.array([1, 0], np.int8), "test", ratings=np.array([10.0, 1.0]))
     vocab = Vocabulary.build([tokenize(t) for t in texts], min_count=1)
     data = Prepared(
         vocab, None, np.zeros((1, 1)), {}, vocab.encode_many(texts), labelled.labels.copy(), [], [], [], []
     )
-    config = preset("small").replace(crops_per_review=0, negation_weight=0.25)
+    config = preset("small").replace(crops_per_review=1, crop_weight=0.5, negation_weight=0.25)
     add_short_texts(data, config, labelled, np.array([0, 1]), np.array([], int))
-    assert data.negated_edits == 6 and len(data.x_train) == 8
-    assert data.y_train.tolist() == [1, 0, 1, 0, 1, 0, 0, 1] and data.w_train.tolist() == [1, 1] + [0.25] * 6
+    crops, pairs = data.training_snippets, data.negation_rows
+    assert crops > 0 and pairs == 6 and len(data.x_train) == len(data.y_train) == 2 + crops + pairs
+    assert data.w_train.tolist() == [1, 1] + [0.5] * crops + [0.25] * pairs
+    assert data.y_train[2 + crops :].tolist() == [1, 0, 1, 0, 0, 1]
+    assert vocab.encode_many(["The plot was not fun at all."])[0].tolist() == data.x_train[-3].tolist()
