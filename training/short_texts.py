@@ -162,12 +162,13 @@ NEGATABLE_WORDS = frozenset(
     predictable forgettable awkward incoherent unwatchable
     """.split()
 )
-#: "was good" -> "was not good": a form of "be", maybe an intensifier, then the word. No "'s" (the
-#: film's best scene), no "seems"/"looks" ("looks not great" is not English), no "just", "pretty",
-#: "rather" or "so" ("was not just bad" is worse than bad; "was so bad [that] I left").
+#: "was good" -> "was not good": a form of "be", then the word. No "'s" (the film's best scene), no
+#: "seems"/"looks" ("looks not great" is not English), no word between: not "just" or "so" ("was
+#: not just bad" is worse than bad; "was so bad [that] I left"), nor an intensifier (with pairs like
+#: "was really bad" / "was not really bad" the behaviour suite's "an intensifier does not weaken"
+#: tests fell from 97.5 % to 81-90 % in two full-preset runs; 96 % without them, one run).
 _COPULA_OPINION = re.compile(
-    r"\b(is|was|are|were)\s+(?:(?:very|really|quite|truly|absolutely|extremely|too)\s+)?"
-    r"(" + "|".join(sorted(NEGATABLE_WORDS, key=len, reverse=True)) + r")\b",
+    r"\b(is|was|are|were)\s+(" + "|".join(sorted(NEGATABLE_WORDS, key=len, reverse=True)) + r")\b",
     re.IGNORECASE,
 )
 #: A second clause ("..., but the ending was great", "... and the acting is atrocious", "so bored

@@ -74,9 +74,9 @@ def test_negated_pairs_flip_one_statement_with_one_plain_adjective_that_agrees_w
         "This movie is not bad. It was terrible! The ending was great, but the rest was awful.",
         "The acting was superb. Its best scene is long.",
         "The songs were wonderful.",
-        "Everyone was very funny. The film was just good. The cast was great and the sets cost millions. "
-        "The train was moving. Was the ending good? Good is good. The film looks great. "
-        "The film was so good I cried. It was good when it ended.",
+        "Everyone was funny. The film was just good. Everyone was very funny. "
+        "The cast was great and the sets cost millions. The train was moving. Was the ending good? "
+        "Good is good. The film looks great. The film was so good I cried. It was good when it ended.",
         "The sequel was worse than I feared. The set was cheap.",
     ]
     labels, ratings = np.array([1, 0, 0, 1, 1, 0]), np.array([10, 1, 2, 7, 9, 1])
@@ -86,15 +86,15 @@ def test_negated_pairs_flip_one_statement_with_one_plain_adjective_that_agrees_w
         "The film was not good.",
         "It was terrible!",
         "It was not terrible at all!",  # every second word that ends its sentence
-        "Everyone was very funny.",
-        "Everyone was not very funny.",
+        "Everyone was funny.",
+        "Everyone was not funny.",
     ]
     assert pairs.labels.tolist() == [1, 0, 0, 1, 1, 0] and pairs.source.tolist() == [0, 0, 1, 1, 4, 4]
     # Left alone: "really dull" leans against its 10-star review; two opinion words; a negator
     # already there; a second clause (", but", "and", "when"); "superb" in a 2-star review (sarcasm
     # or a concession); no form of "be" before the word ("Its best scene", "looks great"); a 7-star
-    # review (not clearly rated); "just good" ("not just good" is no negation); a word that is no
-    # plain adjective ("moving", "worse", "cheap"); a question; "good" twice; "so good [that]".
+    # review (not clearly rated); a word between "be" and the adjective ("just good", "very funny",
+    # "so good [that]"); no plain adjective ("moving", "worse", "cheap"); a question; "good" twice.
 
 
 def test_crops_then_negation_pairs_join_training_with_their_weights_and_are_counted():
