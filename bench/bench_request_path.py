@@ -26,21 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_service import add_model_and_data_args, load_texts  # noqa: E402
+from bench.bench_service import add_model_and_text_args, load_texts  # noqa: E402
 from service.app import create_app  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_model_and_data_args(p)
-    p.add_argument("--texts", type=int, default=1000, help="distinct texts (default: %(default)s)")
-    p.add_argument(
-        "--short-fraction",
-        type=float,
-        default=0.2,
-        help="share of single sentences, as in the service bench (default: %(default)s)",
-    )
+    add_model_and_text_args(p, texts=1000)
     p.add_argument("--repeats", type=int, default=3, help="passes; the fastest counts (default: %(default)s)")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)

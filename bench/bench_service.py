@@ -84,8 +84,11 @@ end
 """
 
 
-def add_model_and_data_args(p: argparse.ArgumentParser) -> None:
-    """Add --model-dir, --model-name and --data (the service benches share them)."""
+def add_model_and_text_args(p: argparse.ArgumentParser, *, texts: int) -> None:
+    """Add --model-dir, --model-name and the request-text mix (--data, --texts, --short-fraction).
+
+    The service benches share them, so their texts are drawn the same way (``load_texts``).
+    """
     p.add_argument("--model-dir", default="models", help="registry root (default: %(default)s)")
     p.add_argument(
         "--model-name", default="sentiment", help="model name in the registry (default: %(default)s)"
@@ -97,6 +100,14 @@ def add_model_and_data_args(p: argparse.ArgumentParser) -> None:
         help="IMDB train.csv.gz to draw reviews and sentences from "
         "(default: $SENTIMENT_DATA_DIR/train.csv.gz)",
     )
+    p.add_argument("--texts", type=int, default=texts, help="distinct request texts (default: %(default)s)")
+    p.add_argument(
+        "--short-fraction",
+        type=float,
+        default=0.2,
+        help="share of texts that are one sentence (3-30 words) instead of a whole review "
+        "(default: %(default)s)",
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,15 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    add_model_and_data_args(p)
-    p.add_argument("--texts", type=int, default=4000, help="distinct request texts (default: %(default)s)")
-    p.add_argument(
-        "--short-fraction",
-        type=float,
-        default=0.2,
-        help="share of texts that are one sentence (3-30 words) instead of a whole review "
-        "(default: %(default)s)",
-    )
+    add_model_and_text_args(p, texts=4000)
     p.add_argument(
         "--duration", type=float, default=10.0, help="measured seconds per level (default: %(default)s)"
     )

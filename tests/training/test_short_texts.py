@@ -7,7 +7,10 @@ from embeddings.vocabulary import Vocabulary
 from training.config import preset
 from training.data import LabelledData
 from training.short_texts import (
+    NEGATABLE_WORDS,
+    NEGATIVE_WORDS,
     OPINION_WORDS,
+    POSITIVE_WORDS,
     is_clearly_rated,
     negated_counterfactuals,
     short_text_set,
@@ -66,6 +69,12 @@ def test_training_crops_are_snippets_of_clear_reviews_with_their_label():
         assert 3 <= len(tokenize(text)) <= 60
     again = training_crops(texts, np.array([1, 0, 1, 1]), np.array([10, 1, 7, 10]), per_review=4, seed=3)
     assert again.texts == crops.texts
+
+
+def test_negatable_words_are_opinion_words_of_one_polarity():
+    # The pair generator reads a word's lean from POSITIVE_WORDS and counts OPINION_WORDS: a
+    # negatable word outside them would be skipped silently or flipped the wrong way.
+    assert NEGATABLE_WORDS <= OPINION_WORDS and not POSITIVE_WORDS & NEGATIVE_WORDS
 
 
 def test_negated_pairs_flip_one_statement_with_one_plain_adjective_that_agrees_with_its_review():
