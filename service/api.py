@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from markupsafe import Markup
 from werkzeug.exceptions import MethodNotAllowed
 
-from service.dataplane import DataPlane, Prediction
+from service.dataplane import DataPlane, Prediction, ScoringSteps
 from service.errors import (
     RETRY_AFTER_S,
     ModelNotFound,
@@ -37,6 +37,8 @@ from service.validation import (
 )
 
 EXTENSION = "sentiment"
+#: app.extensions key of the worker's service.metrics.Metrics (service.asgi counts requests in it).
+METRICS_EXTENSION = "sentiment.metrics"
 PREDICT_RULE = "/v1/predict"
 #: environ key under which service.fastpath hands Flask the exception a predict request raised.
 DEFERRED_ERROR = "sentiment.deferred_error"
@@ -131,15 +133,15 @@ def _score(parse: Callable[[Any, Limits], list[str]]) -> list[Prediction]:
 
 
 # -- native API ------------------------------------------------------------------------------
-def score_predict_body(plane: DataPlane, raw: bytes, limits: Limits) -> bytes:
-    """Parse, validate and score a ``/v1/predict`` body; return the response body.
+def predict_steps(raw: bytes, limits: Limits) -> ScoringSteps[bytes]:
+    """Parse and validate a ``/v1/predict`` body, have its texts scored, return the response body.
 
-    Shared by the view below and the WSGI fast path (service.fastpath), so both answer alike.
+    Written once as steps (see ``service.dataplane.ScoringSteps``) and driven by the Flask view,
+    the WSGI fast path (``DataPlane.run``) and the asyncio front (``DataPlane.run_async``), so all
+    three answer alike.
     """
-    deadline = time.monotonic() + plane.settings.deadline_s
-    with plane.arrival() as arrival:  # a forming batch may wait for this request while it parses
-        texts = texts_from_predict(decode_json(raw), limits)
-        predictions = plane.predict(texts, deadline, arrival)
+    texts = texts_from_predict(decode_json(raw), limits)
+    predictions = yield texts
     return dumps_bytes(
         {
             "predictions": [
@@ -161,7 +163,7 @@ def predict() -> Response:
     deferred = request.environ.pop(DEFERRED_ERROR, None)
     if deferred is not None:  # the fast path failed on this request: answer with its error
         raise deferred
-    body = score_predict_body(dataplane(), _json_bytes(), limits())
+    body = dataplane().run(predict_steps(_json_bytes(), limits()))
     return current_app.response_class(body, mimetype="application/json")
 
 

@@ -52,6 +52,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     plane = DataPlane(settings, manager, observer=metrics, tap=traffic.build_tap(settings, metrics.registry))
     app.extensions[api.EXTENSION] = plane
+    app.extensions[api.METRICS_EXTENSION] = metrics
 
     errors.init_app(app, on_unhandled=metrics.unhandled.inc)
     metrics.init_app(app)

@@ -99,6 +99,27 @@ class _Request:
         self.event.set()
 
 
+class _LoopEvent:
+    """The part of ``threading.Event`` the batcher uses, resolving an asyncio future on its loop."""
+
+    def __init__(self, loop: Any) -> None:
+        self._loop = loop
+        self._set = False
+        self.future = loop.create_future()
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 class Arrival:
     """A request announced to the batcher while it is parsed; submit through it (see module doc)."""
 
@@ -212,10 +233,43 @@ class DynamicBatcher(Generic[Item, Result]):
         return self._submit(items, deadline, None)
 
     def _submit(self, items: Sequence[Item], deadline: float, arrival: Arrival | None) -> list[Result]:
+        req = self._enqueue(items, deadline, arrival, threading.Event())
+        if req is None:
+            return []
+        if not req.event.wait(max(0.0, deadline - time.monotonic())):
+            self._abandon(req)
+        return self._collect(req)
+
+    async def submit_async(self, items: Sequence[Item], deadline: float) -> list[Result]:
+        """Like :meth:`submit`, awaited on the running event loop instead of blocking a thread.
+
+        The batching thread wakes the loop once, when the request's last item is scored (or the
+        request fails); an asyncio server (``service.asgi``) needs no thread per waiting request.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        done = _LoopEvent(loop)
+        req = self._enqueue(items, deadline, None, done)
+        if req is None:
+            return []
+        try:
+            await asyncio.wait_for(done.future, max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self._abandon(req)
+        except asyncio.CancelledError:  # the client went away: free its queued texts
+            self._abandon(req)
+            raise
+        return self._collect(req)
+
+    def _enqueue(
+        self, items: Sequence[Item], deadline: float, arrival: Arrival | None, event: Any
+    ) -> _Request | None:
+        """Queue a request whose ``event`` is set when it is done; None when there is nothing to do."""
         if not items:
             if arrival is not None:
                 arrival.close()
-            return []
+            return None
         if self._closed:
             if arrival is not None:
                 arrival.close()
@@ -223,7 +277,7 @@ class DynamicBatcher(Generic[Item, Result]):
         if self._thread is None or not self._thread.is_alive() or self._pid != os.getpid():
             self.start()  # first use, or the thread did not survive a fork
         now = time.monotonic()
-        req = _Request(items, deadline, now)
+        req = _Request(items, deadline, now, event=event)
         with self._cond:
             if arrival is not None:
                 arrival._close_locked()
@@ -237,19 +291,25 @@ class DynamicBatcher(Generic[Item, Result]):
             self._queued += len(items)
             self._observer.set_queue_depth(self._queued)  # under the lock: gauges never go stale
             self._cond.notify_all()
+        return req
 
-        if not req.event.wait(max(0.0, deadline - time.monotonic())):
-            with self._cond:
-                if not req.event.is_set():
-                    req.cancelled = True
-                    self._queued -= len(req.items) - req.taken
-                    req.taken = len(req.items)
-                    try:  # free its texts now, even if the batching thread is stuck in predict
-                        self._queue.remove(req)
-                    except ValueError:
-                        pass
-                    self._observer.set_queue_depth(self._queued)
-                    self._cond.notify_all()
+    def _abandon(self, req: _Request) -> None:
+        """Give up on a request still waiting (deadline, or its client left): unqueue its items."""
+        with self._cond:
+            if not req.event.is_set():
+                req.cancelled = True
+                self._queued -= len(req.items) - req.taken
+                req.taken = len(req.items)
+                try:  # free its texts now, even if the batching thread is stuck in predict
+                    self._queue.remove(req)
+                except ValueError:
+                    pass
+                self._observer.set_queue_depth(self._queued)
+                self._cond.notify_all()
+
+    @staticmethod
+    def _collect(req: _Request) -> list[Result]:
+        """Return a finished request's results, or raise why it has none."""
         if req.error is not None:
             raise req.error
         if req.done < len(req.items):

@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -78,6 +79,13 @@ class _Encoded:
     encoder: Predictor
 
 
+T = TypeVar("T")
+#: One request's scoring, free of how it waits: a generator that yields each batch of texts it
+#: needs scored, receives their predictions, and returns the response. ``DataPlane.run`` drives it
+#: on a request thread (WSGI), ``DataPlane.run_async`` on an event loop (``service.asgi``): one
+#: implementation of parsing, validation and answers for both servers.
+ScoringSteps = Generator[Sequence[str], "list[Prediction]", T]
+
 #: Told about every scored request: its texts, their encoded items (``.ids``), their predictions.
 Tap = Callable[[Sequence[str], Sequence[_Encoded], list[Prediction]], None]
 
@@ -135,6 +143,42 @@ class DataPlane:
             results = arrival.submit(items, deadline)
         else:
             results = self.batcher.submit(items, deadline)
+        if self.tap is not None:
+            self.tap(texts, items, results)
+        return results
+
+    def run(self, steps: ScoringSteps[T]) -> T:
+        """Drive a request's scoring steps on this thread: each batch of texts waits in the batcher.
+
+        The steps' parsing counts as an arrival, so a forming batch may wait for it.
+        """
+        deadline = time.monotonic() + self.settings.deadline_s
+        with self.arrival() as arrival:
+            texts = next(steps)
+            predictions = self.predict(texts, deadline, arrival)
+        while True:
+            try:
+                texts = steps.send(predictions)
+            except StopIteration as done:
+                return done.value
+            predictions = self.predict(texts, deadline)
+
+    async def run_async(self, steps: ScoringSteps[T]) -> T:
+        """Drive scoring steps on an event loop (``service.asgi``): no thread waits for the batcher."""
+        deadline = time.monotonic() + self.settings.deadline_s
+        texts = next(steps)
+        while True:
+            predictions = await self.predict_async(texts, deadline)
+            try:
+                texts = steps.send(predictions)
+            except StopIteration as done:
+                return done.value
+
+    async def predict_async(self, texts: Sequence[str], deadline: float) -> list[Prediction]:
+        """:meth:`predict` for an event loop: awaits the batch instead of blocking a thread."""
+        predictor = self.manager.current()
+        items = [_Encoded(t, ids, predictor) for t, ids in zip(texts, predictor.encode(texts), strict=True)]
+        results = await self.batcher.submit_async(items, deadline)
         if self.tap is not None:
             self.tap(texts, items, results)
         return results

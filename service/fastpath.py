@@ -5,8 +5,8 @@ response objects, routing, context locals, hooks), and the model scores a short 
 as long. So a well-formed ``POST /v1/predict`` (JSON) or ``POST /v2/models/<served>/infer``
 (JSON or binary tensors, production version) is answered here, in front of Flask: the body is
 read from ``wsgi.input`` within the size limit, parsed, validated and scored by the very
-functions the Flask views call (``service.api.score_predict_body``,
-``service.v2.score_infer_body``), and the response bytes are the same. The request is counted
+steps the Flask views run (``service.api.predict_steps``, ``service.v2.infer_steps``), and the
+response bytes are the same. The request is counted
 in the same Prometheus series as through Flask.
 
 Everything else goes to Flask untouched: other routes and methods, another content type or a
@@ -25,16 +25,18 @@ from typing import Any
 
 from werkzeug.exceptions import ClientDisconnected
 
-from service.api import DEFERRED_ERROR, PREDICT_RULE, limits_for, score_predict_body
+from service.api import DEFERRED_ERROR, PREDICT_RULE, limits_for, predict_steps
 from service.dataplane import DataPlane
 from service.metrics import REQUEST_STARTED, Metrics
-from service.v2 import INFER_RULE, infer_response_headers, is_identity_encoding, score_infer_body
+from service.v2 import INFER_RULE, infer_response_headers, infer_steps, is_identity_encoding
 from service.v2_codec import HEADER_LENGTH, JSON_TYPE
 
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 #: Scores a body; returns the response body and its headers after Content-Type and -Length.
 Answer = Callable[[bytes, dict], tuple[bytes, str, list[tuple[str, str]]]]
 _HEADER_LENGTH_ENVIRON = "HTTP_" + HEADER_LENGTH.upper().replace("-", "_")
+#: Reads one request header by its lower-case name (None when absent).
+Header = Callable[[str], "str | None"]
 
 
 def _json_content_type(value: str) -> bool:
@@ -42,11 +44,42 @@ def _json_content_type(value: str) -> bool:
     return value == JSON_TYPE or value.partition(";")[0].strip().lower() == JSON_TYPE
 
 
+def answerable_length(method: str, path: str, header: Header, predict_path: str, max_body: int) -> int | None:
+    """Return the declared body length when a lean path may answer the request, else None (Flask).
+
+    The one rule for both lean paths (this WSGI middleware and ``service.asgi``): a POST with a
+    Content-Length of digits only (as Werkzeug reads it) within ``max_body``, no
+    Transfer-Encoding; JSON for ``predict_path``, no Content-Encoding for the infer route.
+    """
+    if method != "POST" or header("transfer-encoding") is not None:
+        return None
+    if path == predict_path:
+        if not _json_content_type(header("content-type") or ""):
+            return None
+    elif not is_identity_encoding(header("content-encoding")):
+        return None
+    declared = header("content-length") or ""
+    if not (declared.isascii() and declared.isdigit()):
+        return None
+    length = int(declared)
+    return length if length <= max_body else None
+
+
+def _environ_header(environ: dict[str, Any]) -> Header:
+    """Return a :data:`Header` reader over a WSGI environ."""
+
+    def header(name: str) -> str | None:
+        key = name.upper().replace("-", "_")
+        return environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key)
+
+    return header
+
+
 class PredictFastPath:
     """WSGI middleware answering well-formed inference requests without Flask (see module doc)."""
 
     def __init__(self, flask_wsgi: WSGIApp, plane: DataPlane, metrics: Metrics) -> None:
-        self._flask = flask_wsgi
+        self.flask_wsgi = flask_wsgi  # the app behind this path (service.asgi fronts it directly)
         self._plane = plane
         self._limits = limits_for(plane.settings)
         self._max_body = plane.settings.max_body_bytes
@@ -60,35 +93,30 @@ class PredictFastPath:
         }
 
     def _predict(self, raw: bytes, environ: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, str]]]:
-        return score_predict_body(self._plane, raw, self._limits), JSON_TYPE, []
+        return self._plane.run(predict_steps(raw, self._limits)), JSON_TYPE, []
 
     def _infer(self, raw: bytes, environ: dict[str, Any]) -> tuple[bytes, str, list[tuple[str, str]]]:
-        body, header_length = score_infer_body(
-            self._plane, raw, environ.get(_HEADER_LENGTH_ENVIRON), self._limits, self._name
+        body, header_length = self._plane.run(
+            infer_steps(raw, environ.get(_HEADER_LENGTH_ENVIRON), self._limits, self._name, self._plane)
         )
         return (body, *infer_response_headers(header_length))
-
-    def _body_length(self, environ: dict[str, Any], path: str) -> int | None:
-        """Return the declared body length when this path may answer the request, else None."""
-        if environ.get("REQUEST_METHOD") != "POST" or "HTTP_TRANSFER_ENCODING" in environ:
-            return None
-        if path == PREDICT_RULE:
-            if not _json_content_type(environ.get("CONTENT_TYPE", "")):
-                return None
-        elif not is_identity_encoding(environ.get("HTTP_CONTENT_ENCODING")):
-            return None
-        declared = environ.get("CONTENT_LENGTH") or ""
-        if not (declared.isascii() and declared.isdigit()):  # as Werkzeug reads it: digits only
-            return None
-        length = int(declared)
-        return length if length <= self._max_body else None
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         route = self._routes.get(path)
-        length = None if route is None else self._body_length(environ, path)
+        length = (
+            None
+            if route is None
+            else answerable_length(
+                environ.get("REQUEST_METHOD", ""),
+                path,
+                _environ_header(environ),
+                PREDICT_RULE,
+                self._max_body,
+            )
+        )
         if route is None or length is None:
-            return self._flask(environ, start_response)
+            return self.flask_wsgi(environ, start_response)
         answer, (count, latency) = route
         started = time.perf_counter()
         raw = b""
@@ -102,7 +130,7 @@ class PredictFastPath:
             environ["CONTENT_LENGTH"] = str(len(raw))
             environ[DEFERRED_ERROR] = exc
             environ[REQUEST_STARTED] = started  # its latency counts the time spent here too
-            return self._flask(environ, start_response)
+            return self.flask_wsgi(environ, start_response)
         start_response(
             "200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers]
         )

@@ -1,7 +1,9 @@
 """gunicorn settings: ``gunicorn -c service/gunicorn.conf.py 'service.app:create_app()'``.
 
-- gthread workers: request threads mostly wait on the worker's batcher, which needs concurrent
-  requests inside one process to form batches.
+- Workers: ``service.asgi.SentimentWorker`` by default (inference requests on an event loop, the
+  other routes in Flask threads; see ``service/asgi.py`` for why), or gunicorn's ``gthread``
+  (``SENTIMENT_WORKER_CLASS=gthread``). Either way concurrent requests inside one process wait
+  together on the worker's batcher, which forms batches from them.
 - No ``preload_app``: every worker imports the app and loads its model after the fork, so no
   ONNX Runtime session or thread is ever inherited across a fork.
 - Prometheus multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` (a private temporary directory when
@@ -35,7 +37,7 @@ _server = ServerSettings.from_env()
 bind = _server.bind
 workers = _server.workers
 threads = _server.threads
-worker_class = "gthread"
+worker_class = "service.asgi.SentimentWorker" if _server.worker_class == "asgi" else "gthread"
 preload_app = False
 timeout = _server.timeout_s
 graceful_timeout = 30

@@ -252,9 +252,22 @@ class ServerSettings:
     workers: int = field(
         default=2, metadata=_doc("Worker processes, each with its own model copy and batcher.", minimum=1)
     )
+    worker_class: str = field(
+        default="asgi",
+        metadata=_doc(
+            "`asgi`: inference requests on an event loop (uvicorn, httptools, uvloop), other routes "
+            "in Flask threads (`service/asgi.py`); `gthread`: gunicorn's threaded worker with the "
+            "WSGI fast path.",
+            choices=("asgi", "gthread"),
+        ),
+    )
     threads: int = field(
         default=16,
-        metadata=_doc("Request threads per worker (gthread); they mostly wait on the batcher.", minimum=1),
+        metadata=_doc(
+            "Threads per worker serving Flask: every request under `gthread`; under `asgi` the routes "
+            "other than the inference ones (they mostly wait on the batcher or are quick).",
+            minimum=1,
+        ),
     )
     timeout_s: int = field(
         default=60, metadata=_doc("Seconds of worker silence before gunicorn restarts it.", minimum=1)
@@ -275,6 +288,9 @@ class ServerSettings:
             minimum = f.metadata.get("minimum")
             if minimum is not None and getattr(settings, f.name) < minimum:
                 raise SettingsError(f"{ENV_PREFIX}{config_key(f.name)} must be >= {minimum}")
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(settings, f.name) not in choices:
+                raise SettingsError(f"{ENV_PREFIX}{config_key(f.name)} must be one of {', '.join(choices)}")
         return settings
 
 

@@ -13,12 +13,11 @@ version scores with the production version.
 
 from __future__ import annotations
 
-import time
 
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from service.api import DEFERRED_ERROR, dataplane, limits, read_body
-from service.dataplane import DataPlane, Prediction
+from service.dataplane import DataPlane, Prediction, ScoringSteps
 from service.errors import (
     RETRY_AFTER_S,
     ApiError,
@@ -123,8 +122,9 @@ def infer(name: str, version: str | None = None) -> Response:
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding.strip().lower()[:20]!r} is not supported; send the body uncompressed"
         )
-    body, header_length = score_infer_body(
-        dataplane(), read_body(), request.headers.get(HEADER_LENGTH), limits(), name, wanted
+    plane = dataplane()
+    body, header_length = plane.run(
+        infer_steps(read_body(), request.headers.get(HEADER_LENGTH), limits(), name, plane, wanted)
     )
     content_type, headers = infer_response_headers(header_length)
     response = Response(body, mimetype=content_type)
@@ -144,30 +144,29 @@ def infer_response_headers(header_length: int | None) -> tuple[str, list[tuple[s
     return BINARY_TYPE, [(HEADER_LENGTH, str(header_length))]
 
 
-def score_infer_body(
-    plane: DataPlane,
+def infer_steps(
     raw: bytes,
     header_length: str | None,
     limits: Limits,
     name: str,
+    plane: DataPlane,
     wanted: int | None = None,
-) -> tuple[bytes, int | None]:
+) -> ScoringSteps[tuple[bytes, int | None]]:
     """Parse and score an infer body; return the response body and its JSON header's length.
 
-    The length is None for an all-JSON answer. Shared by the view above and the WSGI fast path
-    (service.fastpath). ``wanted`` is the version the URL names (None: the production version).
+    The length is None for an all-JSON answer. Steps (``service.dataplane.ScoringSteps``) shared
+    by the view above, the WSGI fast path and the asyncio front. ``wanted`` is the version the URL
+    names (None: the production version).
     """
-    deadline = time.monotonic() + plane.settings.deadline_s
-    with plane.arrival() as arrival:  # a forming batch may wait for this request while it parses
-        parsed = parse_infer_request(raw, header_length, limits)
-        predictions = plane.predict(parsed.texts, deadline, arrival)
+    parsed = parse_infer_request(raw, header_length, limits)
+    predictions = yield parsed.texts
     # A hot reload may swap versions while a request waits or between its batches (once per
     # promotion). The version asked for was served at the start; after a swap it is gone.
     scored = _one_version(predictions)
     if wanted is not None and scored != wanted:
         raise VersionNotLoaded(_unloaded(name, wanted, plane.loaded_versions()))
     if scored is None:  # split over two versions: a V2 answer names one, so score again
-        predictions = plane.predict(parsed.texts, deadline)
+        predictions = yield parsed.texts
         scored = _one_version(predictions)
         if scored is None:
             raise VersionsMixed("the model version changed while this request was scored; retry")

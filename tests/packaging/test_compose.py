@@ -388,7 +388,8 @@ def test_api_environment_is_accepted_by_the_settings(tmp_path, monkeypatch) -> N
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     config = runpy.run_path(str(ROOT / "service/gunicorn.conf.py"))
-    assert config["bind"] == "0.0.0.0:8000" and config["workers"] == 2 and config["worker_class"] == "gthread"
+    assert config["bind"] == "0.0.0.0:8000" and config["workers"] == 2
+    assert config["worker_class"] == "service.asgi.SentimentWorker"
 
 
 # -- every command refers to something that exists -----------------------------------------------------

@@ -299,3 +299,95 @@ def test_a_plan_that_loses_items_falls_back_to_arrival_order(make_batcher):
     batcher = make_batcher(recorder, max_batch_size=2, plan=lambda items: [[0]])
     assert batcher.submit([1, 2, 3], later()) == [2, 4, 6]
     assert recorder.batches == [[1, 2], [3]]
+
+
+# -- awaited submissions (the asyncio worker, service.asgi) -------------------------------------
+def test_awaited_requests_share_batches_with_threaded_ones_and_keep_their_order(make_batcher):
+    import asyncio
+
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = make_batcher(recorder, max_batch_size=64)
+
+    async def main() -> list:
+        first = asyncio.ensure_future(batcher.submit_async([0], later()))
+        await asyncio.sleep(0.05)  # the batching thread holds [0] in predict
+        waiting = [asyncio.ensure_future(batcher.submit_async([k, k + 1], later())) for k in (1, 3, 5)]
+        while batcher.queued < 6:
+            await asyncio.sleep(0.01)
+        with ThreadPoolExecutor(1) as pool:
+            threaded = pool.submit(batcher.submit, [7], later())
+            while batcher.queued < 7:
+                await asyncio.sleep(0.01)
+            recorder.release.set()
+            results = [await first] + [await w for w in waiting]
+            return [*results, threaded.result(5)]
+
+    assert asyncio.run(main()) == [[0], [2, 4], [6, 8], [10, 12], [14]]
+    assert recorder.batches == [[0], [1, 2, 3, 4, 5, 6, 7]]
+
+
+def test_awaited_request_past_its_deadline_leaves_the_queue_unscored(make_batcher):
+    import asyncio
+
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = make_batcher(recorder, max_batch_size=1)
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(batcher.submit_async([1], later()))
+        while not recorder.entered.is_set():
+            await asyncio.sleep(0.01)
+        started = time.perf_counter()
+        with pytest.raises(DeadlineExceeded):
+            await batcher.submit_async([2, 3], time.monotonic() + 0.1)
+        assert time.perf_counter() - started < 1.0
+        assert batcher.queued == 0 and len(batcher._queue) == 0  # freed while predict is stuck
+        recorder.release.set()
+        assert await blocker == [2]
+
+    asyncio.run(main())
+    assert [2, 3] not in recorder.batches
+
+
+def test_a_cancelled_awaited_request_frees_its_queued_items(make_batcher):
+    import asyncio
+
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = make_batcher(recorder, max_batch_size=1)
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(batcher.submit_async([1], later()))
+        while not recorder.entered.is_set():
+            await asyncio.sleep(0.01)
+        gone = asyncio.ensure_future(batcher.submit_async([2, 3], later()))
+        while batcher.queued < 2:
+            await asyncio.sleep(0.01)
+        gone.cancel()  # e.g. the server dropped the task
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert batcher.queued == 0
+        recorder.release.set()
+        assert await blocker == [2]
+
+    asyncio.run(main())
+    assert recorder.batches == [[1]]
+
+
+def test_an_awaited_request_fails_like_a_threaded_one(make_batcher):
+    import asyncio
+
+    def broken(items):
+        raise RuntimeError("model exploded")
+
+    batcher = make_batcher(broken, max_queued=2)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="exploded"):
+            await batcher.submit_async([1], later())
+        with pytest.raises(QueueFull):
+            await batcher.submit_async([1, 2, 3], later())
+        assert await batcher.submit_async([], later()) == []
+
+    asyncio.run(main())

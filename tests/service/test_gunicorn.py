@@ -1,4 +1,7 @@
-"""Integration: the real service under gunicorn (2 gthread workers) over real HTTP.
+"""Integration: the real service under gunicorn (2 workers) over real HTTP.
+
+The read-only tests run against both worker classes: the default asyncio worker
+(``service.asgi``) and gunicorn's gthread worker with the WSGI fast path.
 
 Each test takes its registry from ``serving_registry`` (see conftest) so the same tests run on a
 really trained model once that fixture is added to ``SERVING_REGISTRIES``.
@@ -39,13 +42,14 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(serving_registry: Registry, tmp_path_factory: pytest.TempPathFactory):
-    """Start one server shared by the read-only tests of this module."""
+@pytest.fixture(scope="module", params=["asgi", "gthread"])
+def server(
+    request: pytest.FixtureRequest, serving_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+):
+    """Start one server per worker class, shared by the read-only tests of this module."""
     workdir = tmp_path_factory.mktemp("gunicorn")
-    server = GunicornServer(
-        serving_registry.root, workdir, env={"SENTIMENT_BATCH_TIMEOUT_MICROS": "5000"}
-    ).start()
+    env = {"SENTIMENT_BATCH_TIMEOUT_MICROS": "5000", "SENTIMENT_WORKER_CLASS": request.param}
+    server = GunicornServer(serving_registry.root, workdir, env=env).start()
     yield server
     server.stop()
 
@@ -185,6 +189,37 @@ def test_raw_garbage_on_the_socket_kills_no_worker(server: GunicornServer):
                 pass
     assert requests.get(server.url("/healthz")).status_code == 200
     assert server.worker_pids() == pids
+
+
+def _raw_exchange(server: GunicornServer, payload: bytes) -> bytes:
+    """Send raw bytes on a fresh connection; return what the server answered before closing."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(payload)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_oversized_request_heads_are_refused_before_the_app(server: GunicornServer):
+    long_target = b"GET /healthz?" + b"q" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    many_fields = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(101)) + b"\r\n"
+    huge_field = b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n"
+    pids = server.worker_pids()
+    for payload, status in ((long_target, b" 414 "), (many_fields, b" 431 "), (huge_field, b" 431 ")):
+        answer = _raw_exchange(server, payload)
+        assert status in answer.split(b"\r\n", 1)[0], answer[:200]
+        if server.env["SENTIMENT_WORKER_CLASS"] == "asgi":  # gunicorn's own workers answer in text
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"]
+    assert server.worker_pids() == pids
+    assert requests.get(server.url("/healthz")).status_code == 200
+
+
+def test_malformed_http_gets_a_400(server: GunicornServer):
+    answer = _raw_exchange(server, b"\x00\xff\xfe garbage\r\n\r\n")
+    assert b" 400 " in answer.split(b"\r\n", 1)[0], answer[:200]
+    if server.env["SENTIMENT_WORKER_CLASS"] == "asgi":
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_request"
 
 
 def test_workers_run_without_tensorflow(server: GunicornServer):
