@@ -6,6 +6,7 @@ start at 2, most frequent first. Saved as plain JSON so the service can read it 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -89,8 +90,7 @@ class Vocabulary:
         A text without a single word token (only emoji or punctuation) becomes ``[OOV_ID]``:
         the model then sees "an unknown word", and no consumer ever handles an empty sequence.
         """
-        get = self._index.get
-        ids = [get(t, OOV_ID) for t in tokens] or [OOV_ID]
+        ids = list(map(self._index.get, tokens, itertools.repeat(OOV_ID))) or [OOV_ID]
         return truncate_head_tail(ids, self.max_len, self.head)
 
     def tokenize(self, text: str) -> list[str]:

@@ -173,22 +173,22 @@ def plan_batches(lengths: Sequence[int], policy: BatchPolicy) -> list[np.ndarray
     order = np.argsort(lens, kind="stable")
     if n == 1:
         return [order]
-    sorted_lens = lens[order].astype(np.float64)
+    sorted_lens = lens[order].tolist()
     intercepts, slopes = policy.cost.lines(policy.max_batch_size)
     best = np.zeros(n + 1)
-    cut = np.zeros(n + 1, dtype=np.int64)
+    cut = [0] * (n + 1)
     for end in range(1, n + 1):
         longest = sorted_lens[end - 1]
-        fits = max(1, min(policy.max_batch_size, int(policy.max_batch_tokens // longest)))
-        starts = np.arange(max(0, end - fits), end)
-        sizes = end - starts
-        totals = best[starts] + intercepts[sizes] + slopes[sizes] * longest
-        k = int(np.argmin(totals))
-        best[end], cut[end] = totals[k], starts[k]
+        fits = max(1, min(policy.max_batch_size, policy.max_batch_tokens // longest, end))
+        # Candidate groups end here and start at end - fits, ..., end - 1, so their sizes run
+        # fits, ..., 1: contiguous views of the lines, read backwards (no index arrays per step).
+        totals = best[end - fits : end] + intercepts[fits:0:-1] + slopes[fits:0:-1] * float(longest)
+        k = int(totals.argmin())
+        best[end], cut[end] = totals[k], end - fits + k
     groups = []
     end = n
     while end > 0:
-        start = int(cut[end])
+        start = cut[end]
         groups.append(order[start:end])
         end = start
     groups.reverse()

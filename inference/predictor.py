@@ -87,7 +87,8 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     numpy rather than ``scipy.special.expit``: the api and scorer images carry no scipy.
     """
     x = np.asarray(x, dtype=np.float64)
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+    e = np.exp(-np.abs(x))  # once: the service calibrates every model call's scores with this
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 class Predictor:
