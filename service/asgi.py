@@ -17,10 +17,12 @@ What runs where, in each worker process:
   app through ``a2wsgi``; so are predict requests that failed here, with their body and the
   exception, and Flask's error handlers write the answer (one set of error bodies).
 
-The worker bounds what a connection may send before the app sees it, as gunicorn's own workers
-do: the request line, the number of header fields and each field's size (gunicorn's
-``limit_request_*`` settings), and connections per worker (``worker_connections``; more get 503).
-Malformed HTTP is answered with a JSON error body, not plain text.
+Bounded like gthread: the worker caps each connection's request head (gunicorn's
+``limit_request_*`` settings, counted as bytes arrive), the time to send it (gunicorn's
+``keepalive``), the requests a connection may pipeline, the connections per worker
+(``worker_connections``, then 503), and the request bodies the loop holds at once (as many as
+``SENTIMENT_THREADS`` gthread threads could; beyond that a request goes to Flask's thread pool):
+:class:`BoundedHttpToolsProtocol`. Malformed HTTP is answered with a JSON error body.
 
 ``SENTIMENT_WORKER_CLASS=gthread`` serves with gunicorn's threaded worker and the WSGI fast path
 instead (``service/fastpath.py``); both pass the same integration tests.
@@ -28,6 +30,7 @@ instead (``service/fastpath.py``); both pass the same integration tests.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import time
@@ -37,7 +40,9 @@ from typing import Any
 import orjson
 from a2wsgi import WSGIMiddleware
 from flask import Flask
+from gunicorn.arbiter import Arbiter
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import Server
 from uvicorn_worker import UvicornWorker
 
 from service.api import DEFERRED_ERROR, EXTENSION, METRICS_EXTENSION, PREDICT_RULE, limits_for, predict_steps
@@ -100,6 +105,10 @@ class AsgiFront:
         settings = self._plane.settings
         self._limits = limits_for(settings)
         self._max_body = settings.max_body_bytes
+        # Bodies the loop may hold at once: what ``threads`` gthread request threads could. A
+        # request beyond it goes to Flask, whose thread pool reads one body per thread.
+        self._body_budget = threads * settings.max_body_bytes
+        self._body_bytes = 0
         self._name = settings.model_name
         metrics = flask_app.extensions[METRICS_EXTENSION]
         self._routes: dict[str, tuple[Answer, tuple]] = {
@@ -110,10 +119,10 @@ class AsgiFront:
             ),
         }
 
-    async def _predict(self, raw: bytes, header: Callable[[str], str | None]) -> tuple:
+    async def _predict(self, raw: bytes, header: Callable[[str], str | None]) -> tuple[bytes, str, list]:
         return await self._plane.run_async(predict_steps(raw, self._limits)), JSON_TYPE, []
 
-    async def _infer(self, raw: bytes, header: Callable[[str], str | None]) -> tuple:
+    async def _infer(self, raw: bytes, header: Callable[[str], str | None]) -> tuple[bytes, str, list]:
         steps = infer_steps(raw, header(HEADER_LENGTH.lower()), self._limits, self._name, self._plane)
         body, header_length = await self._plane.run_async(steps)
         return (body, *infer_response_headers(header_length))
@@ -130,18 +139,29 @@ class AsgiFront:
                     return await self._flask(scope, receive, send)
                 headers[key] = value.decode("latin-1")
         length = answerable_length(scope["method"], scope["path"], headers.get, PREDICT_RULE, self._max_body)
-        if length is None:
+        if length is None or self._body_bytes + length > self._body_budget:
             return await self._flask(scope, receive, send)
+        self._body_bytes += length
+        try:
+            await self._answer(route, scope, receive, send, headers, length)
+        finally:
+            self._body_bytes -= length
+
+    async def _answer(
+        self, route: tuple, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], length: int
+    ) -> None:
+        """Read the body, score it on the loop, answer; or hand the failure to Flask."""
         answer, (count, latency) = route
         started = time.perf_counter()
         raw = await _read_body(receive, length)
         if raw is None:  # the client left before sending its body: nobody to answer
-            return None
+            return
         try:
             body, content_type, extra = await answer(raw, headers.get)
         except Exception as exc:  # noqa: BLE001 - Flask's handlers turn it into the error body
             replay = _replay(raw, receive)
-            return await self._flask({**scope, _SCOPE_ERROR: exc, _SCOPE_STARTED: started}, replay, send)
+            await self._flask({**scope, _SCOPE_ERROR: exc, _SCOPE_STARTED: started}, replay, send)
+            return
         response_headers = [
             (b"content-type", content_type.encode("latin-1")),
             (b"content-length", str(len(body)).encode("latin-1")),
@@ -155,14 +175,12 @@ class AsgiFront:
 
 async def _read_body(receive: Receive, length: int) -> bytes | None:
     """Return the request body (the server frames it by its Content-Length); None if the client left."""
-    chunks, size = [], 0
+    chunks = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
             return None
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
     raw = b"".join(chunks)
@@ -181,22 +199,65 @@ def _replay(raw: bytes, receive: Receive) -> Receive:
 
 # -- the gunicorn worker --------------------------------------------------------------------------
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with gunicorn's request-head limits and JSON error bodies.
+    """uvicorn's httptools protocol with bounds on what one connection may hold, and JSON refusals.
 
-    httptools itself accepts a request line and header fields of any size and number; this class
-    refuses more than ``max_line`` bytes of request target (414), more than ``max_fields`` header
-    fields or a field over ``max_field_size`` bytes (431), as gunicorn does with its
-    ``limit_request_*`` settings. Values are set per worker by :class:`SentimentWorker`.
+    httptools itself buffers a header field of any size until the next one arrives, uvicorn
+    parses every pipelined request a client sends and queues it, and neither times out a client
+    that never finishes its request head. So, per connection:
+
+    - the request head may hold ``max_line`` bytes of request target (414), ``max_fields`` header
+      fields of at most ``max_field_size`` bytes each (431), as gunicorn's ``limit_request_*``;
+      the bytes received while a head is read are counted as they arrive, so a field that never
+      ends is refused once the whole head could not be valid any more (431), not buffered;
+    - a head must be complete within ``head_timeout_s`` of its first byte, and a new connection
+      must start one within as long: else the connection is closed (gthread closes idle new
+      connections after its keep-alive time too);
+    - while ``max_pipelined`` requests wait behind the one being answered, the socket is not read;
+    - a worker holds at most ``max_connections``; more are answered 503 (JSON, Retry-After) and
+      closed at once.
+
+    Values are set per worker by :class:`SentimentWorker` from gunicorn's settings.
     """
 
     max_line = 4094
     max_fields = 100
     max_field_size = 8190
+    head_timeout_s = 5.0
+    max_pipelined = 16
+    max_connections = 1000
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._reading_head = True
+        self._line_bytes = 0
+        self._refusal: tuple[int, str, str] | None = None
+        self._head_timer: Any = None
+        if len(self.connections) > self.max_connections:
+            self._refusal = (503, "overloaded", "too many connections to this worker; retry shortly")
+            self.send_400_response("")
+            return
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head_bytes():
+                self._refusal = (431, "header_too_large", "the request head is too large")
+                self.send_400_response("")
+                return
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._line_bytes = 0
-        self._refusal: tuple[int, str, str] | None = None
+        if not self._reading_head:  # the next request on a kept-alive or pipelining connection
+            self._reading_head, self._head_bytes = True, 0
+            self._arm_head_timer()
 
     def on_url(self, url: bytes) -> None:
         self._line_bytes += len(url)
@@ -206,28 +267,64 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(self.headers) >= self.max_fields:
-            self._refuse(
-                431, "too_many_headers", f"the request has more than {self.max_fields} header fields"
-            )
+            self._refuse(431, "too_many_headers", f"more than {self.max_fields} header fields")
         if len(name) + len(value) > self.max_field_size:
-            self._refuse(
-                431, "header_too_large", f"a header field is larger than {self.max_field_size} bytes"
-            )
+            self._refuse(431, "header_too_large", f"a header field over {self.max_field_size} bytes")
         super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._reading_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+        if len(self.pipeline) >= self.max_pipelined:
+            self.flow.pause_reading()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # resumes reading
+        if len(self.pipeline) >= self.max_pipelined and not self.transport.is_closing():
+            self.flow.pause_reading()
+
+    def _max_head_bytes(self) -> int:
+        """Return the most bytes a head within the limits can take (line, fields, separators)."""
+        return self.max_line + 16 + self.max_fields * (self.max_field_size + 4) + 4
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_too_slow)
+
+    def _cancel_head_timer(self) -> None:
+        if getattr(self, "_head_timer", None) is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._reading_head and not self.transport.is_closing():
+            self.transport.close()
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         self._refusal = (status, code, message)
         raise ValueError(message)  # httptools stops parsing; data_received calls send_400_response
 
     def send_400_response(self, msg: str) -> None:
-        status, code, message = getattr(self, "_refusal", None) or (400, "bad_request", msg)
+        """Answer a request the parser refused (or a connection over the limit) in JSON, and close."""
+        self._cancel_head_timer()
+        status, code, message = self._refusal or (400, "bad_request", msg)
         body = orjson.dumps({"error": {"code": code, "message": message}})
-        reason = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}[status]
+        extra = b"retry-after: 1\r\n" if status == 503 else b""
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s"
+            b"connection: close\r\n\r\n%s" % (status, _REASONS[status], len(body), extra, body)
         )
         self.transport.close()
+
+
+_REASONS = {
+    400: b"Bad Request",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 def _exit_normally(signum: int, frame: object) -> None:
@@ -241,27 +338,49 @@ class SentimentWorker(UvicornWorker):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        cfg = self.cfg
         limits = {
-            "max_line": self.cfg.limit_request_line or BoundedHttpToolsProtocol.max_line,
-            "max_fields": self.cfg.limit_request_fields or BoundedHttpToolsProtocol.max_fields,
-            "max_field_size": self.cfg.limit_request_field_size or BoundedHttpToolsProtocol.max_field_size,
+            # gunicorn: 0 means "no limit" for these two; here it means httptools' own bound.
+            "max_line": cfg.limit_request_line or 8190,
+            "max_fields": cfg.limit_request_fields or 32768,
+            "max_field_size": cfg.limit_request_field_size or 8190,
+            "head_timeout_s": float(max(cfg.keepalive, 1)),
+            "max_connections": cfg.worker_connections,
         }
         self.config.http = type("WorkerHttpProtocol", (BoundedHttpToolsProtocol,), limits)
-        self.config.limit_concurrency = self.cfg.worker_connections
+        self.config.limit_concurrency = None  # the protocol refuses extra connections, in JSON
+        # Finish in-flight requests before gunicorn's own graceful timeout would SIGKILL us.
+        self.config.timeout_graceful_shutdown = max(1, cfg.graceful_timeout - 2)
 
     def init_signals(self) -> None:
-        """Make SIGTERM/SIGINT end the worker with a normal exit once uvicorn has shut down.
+        """Make every way gunicorn stops a worker end in a normal exit (atexit handlers run).
 
-        uvicorn serves them itself (graceful shutdown), then raises the signal again under the
-        handler found at start. Left at ``SIG_DFL`` (uvicorn_worker's choice) that kills the
-        process, skipping ``atexit``: the feedback and sample files still open would not be
-        published (``service.rotating_log.close_at_exit``). A plain ``sys.exit(0)`` runs them.
+        SIGTERM/SIGINT: uvicorn shuts down gracefully, then raises the signal again under the
+        handler found at start; left at ``SIG_DFL`` (uvicorn_worker's choice) that kills the
+        process and skips ``atexit``, so feedback and sample files still open would not be
+        published (``service.rotating_log.close_at_exit``). SIGQUIT (gunicorn's quick shutdown)
+        stops the server at once (see :meth:`_serve`); SIGABRT (a worker gunicorn timed out)
+        exits through gunicorn's ``handle_abort``.
         """
         super().init_signals()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _exit_normally)
+        signal.signal(signal.SIGABRT, self.handle_abort)
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, _stop_now, server)
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
 
     def load_wsgi(self) -> None:
         """Build the Flask app (the factory gunicorn was given) and put the ASGI front over it."""
         super().load_wsgi()
         self.wsgi = AsgiFront(self.wsgi, threads=self.cfg.threads)
+
+
+def _stop_now(server: Server) -> None:
+    server.should_exit = True
+    server.force_exit = True

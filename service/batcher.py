@@ -1,7 +1,8 @@
 """Dynamic batching of concurrent requests into model calls (per process, like TF Serving's).
 
 The batcher wraps any ``predict(items) -> results`` function and knows nothing about HTTP or
-models. Request threads :meth:`DynamicBatcher.submit` their items and block; one background thread
+models. Request threads :meth:`DynamicBatcher.submit` their items and block (an event loop awaits
+:meth:`DynamicBatcher.submit_async` instead, see ``service.asgi``); one background thread
 takes up to ``window`` queued items (a large request is spread over several rounds), asks the
 optional ``plan`` function how to group them into calls of ``predict`` (for a recurrent model:
 by length, so short texts are not padded to the longest; see ``inference.batching``), runs the
@@ -110,7 +111,10 @@ class _LoopEvent:
     def set(self) -> None:
         if not self._set:
             self._set = True
-            self._loop.call_soon_threadsafe(self._resolve)
+            try:
+                self._loop.call_soon_threadsafe(self._resolve)
+            except RuntimeError:  # the loop is closed (the worker is exiting): nobody awaits it
+                pass
 
     def _resolve(self) -> None:
         if not self.future.done():
@@ -257,7 +261,7 @@ class DynamicBatcher(Generic[Item, Result]):
             await asyncio.wait_for(done.future, max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             self._abandon(req)
-        except asyncio.CancelledError:  # the client went away: free its queued texts
+        except asyncio.CancelledError:  # the task was cancelled (shutdown): free its queued texts
             self._abandon(req)
             raise
         return self._collect(req)

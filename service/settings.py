@@ -107,8 +107,9 @@ class Settings:
         default=1,
         metadata=_doc(
             "1 = well-formed `POST /v1/predict` and `/v2/models/<name>/infer` requests skip Flask's "
-            "per-request machinery (same answers, less CPU: `service/fastpath.py`); "
-            "0 = all go through Flask.",
+            "per-request machinery (same answers, less CPU: on the event loop under the asgi worker, "
+            "`service/fastpath.py` under gthread); 0 = all go through Flask (under asgi: each holds "
+            "one of `SENTIMENT_THREADS`).",
             minimum=0,
         ),
     )

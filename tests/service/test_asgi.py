@@ -16,11 +16,8 @@ from tests.service.test_v2 import v2_doc
 KEPT = ("content-type", "retry-after", HEADER_LENGTH.lower())
 
 
-async def _call(
-    app, method: str, path: str, headers: list, body: bytes, *, leave: bool = False
-) -> tuple | None:
-    """Send one request through an ASGI app; return (status, kept headers, body), or None if unanswered."""
-    scope = {
+def _scope(method: str, path: str) -> dict:
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -30,9 +27,19 @@ async def _call(
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        "headers": [],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
+    }
+
+
+async def _call(
+    app, method: str, path: str, headers: list, body: bytes, *, leave: bool = False
+) -> tuple | None:
+    """Send one request through an ASGI app; return (status, kept headers, body), or None if unanswered."""
+    scope = {
+        **_scope(method, path),
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
     }
     incoming = [{"type": "http.disconnect"}] if leave else [{"type": "http.request", "body": body}]
     sent: list[dict] = []
@@ -163,5 +170,43 @@ def test_repeated_framing_headers_are_left_to_flask(make_app):
     view = app.view_functions["predict.predict"]
     app.view_functions["predict.predict"] = lambda: views.append(1) or view()
     status, _, _ = asyncio.run(_call(front, "POST", "/v1/predict", headers, body))
-    assert status in (200, 415)  # whichever Content-Type Werkzeug reads: Flask decided
+    assert status == 415  # a2wsgi joins the two values; Flask reads "application/json,text/plain"
     assert views == [1]
+
+
+def test_bodies_beyond_the_budget_go_to_flask_instead_of_the_loop(make_app):
+    app = make_app(MAX_BODY_BYTES=1000)
+    front = AsgiFront(app, threads=1)  # the loop may hold 1 x 1000 body bytes
+    views = []
+    view = app.view_functions["predict.predict"]
+    app.view_functions["predict.predict"] = lambda: views.append(1) or view()
+    stalled = b'{"text": "' + b"a" * 580 + b'"}'
+    fits = b'{"text": "fine"}'
+    second = b'{"text": "' + b"b" * 480 + b'"}'
+
+    async def run() -> list:
+        never = asyncio.Event()
+
+        async def slow_receive() -> dict:  # declares 592 bytes, then sends nothing
+            await never.wait()
+            return {}
+
+        async def ignore(message: dict) -> None:
+            pass
+
+        scope_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(stalled)).encode()),
+        ]
+        scope = {**_scope("POST", "/v1/predict"), "headers": scope_headers}
+        holder = asyncio.ensure_future(front(scope, slow_receive, ignore))
+        await asyncio.sleep(0.05)
+        answers = []
+        for body in (second, fits):
+            headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+            answers.append((await _call(front, "POST", "/v1/predict", headers, body))[0])
+        holder.cancel()
+        return answers
+
+    assert asyncio.run(run()) == [200, 200]
+    assert views == [1]  # the one over the budget was read by Flask; the one that fits stayed on the loop

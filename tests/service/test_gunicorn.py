@@ -222,6 +222,77 @@ def test_malformed_http_gets_a_400(server: GunicornServer):
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "bad_request"
 
 
+@pytest.fixture(scope="module")
+def asgi_server(serving_registry: Registry, tmp_path_factory: pytest.TempPathFactory):
+    """A default (asgi) server for the bounds of the asgi worker's own protocol."""
+    server = GunicornServer(serving_registry.root, tmp_path_factory.mktemp("asgi")).start()
+    yield server
+    server.stop()
+
+
+def test_a_header_that_never_ends_is_refused_before_it_is_buffered(asgi_server: GunicornServer):
+    server = asgi_server
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nX-Big: ")
+            for _ in range(64):  # 16 MiB in all, never a line end: refused long before
+                sock.sendall(b"a" * 256 * 1024)
+        except OSError:  # the server answered and closed while we were still sending
+            pass
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    assert b" 431 " in answer.split(b"\r\n", 1)[0], answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "header_too_large"
+    assert requests.get(server.url("/healthz")).status_code == 200
+
+
+def test_a_request_head_sent_too_slowly_is_cut_off(asgi_server: GunicornServer):
+    server = asgi_server
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+        assert sock.recv(4096) == b""  # closed by the server
+        assert time.monotonic() - started < 9  # keepalive (5 s) plus slack
+
+
+def test_pipelined_requests_are_all_answered_in_order(server: GunicornServer):
+    count = 100
+    payload = b"".join(b"GET /healthz?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(payload + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.count(b"HTTP/1.1 200 ") == count + 1
+
+
+def test_connections_beyond_the_worker_limit_get_a_json_503(serving_registry: Registry, tmp_path: Path):
+    env = {"SENTIMENT_WORKER_CLASS": "asgi", "GUNICORN_CMD_ARGS": "--worker-connections 4"}
+    server = GunicornServer(serving_registry.root, tmp_path, workers=1, env=env).start()
+    idle = []
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
+        response = requests.get(server.url("/healthz"), timeout=5)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert response.json()["error"]["code"] == "overloaded"
+        for sock in idle:
+            sock.close()
+        idle = []
+        deadline = time.monotonic() + 5
+        while requests.get(server.url("/healthz"), timeout=5).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        for sock in idle:
+            sock.close()
+        server.stop()
+
+
 def test_workers_run_without_tensorflow(server: GunicornServer):
     for pid in server.worker_pids():
         maps = Path(f"/proc/{pid}/maps").read_text()
