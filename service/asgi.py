@@ -232,6 +232,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._line_bytes = 0
         self._refusal: tuple[int, str, str] | None = None
+        self._pending_refusal: tuple[int, str, str] | None = None
         self._head_timer: Any = None
         if len(self.connections) > self.max_connections:
             self._refusal = (503, "overloaded", "too many connections to this worker; retry shortly")
@@ -280,6 +281,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
 
     def on_response_complete(self) -> None:
+        if self._pending_refusal is not None and not self.pipeline:
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._write_refusal(*self._pending_refusal)  # the requests before it are all answered
+            return
         super().on_response_complete()  # resumes reading
         if len(self.pipeline) >= self.max_pipelined and not self.transport.is_closing():
             self.flow.pause_reading()
@@ -307,9 +314,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         raise ValueError(message)  # httptools stops parsing; data_received calls send_400_response
 
     def send_400_response(self, msg: str) -> None:
-        """Answer a request the parser refused (or a connection over the limit) in JSON, and close."""
+        """Answer a request the parser refused (or a connection over the limit) in JSON, and close.
+
+        Requests pipelined before the refused one are answered first, as gunicorn does: the
+        refusal waits, with the socket unread, until their responses are written.
+        """
         self._cancel_head_timer()
-        status, code, message = self._refusal or (400, "bad_request", msg)
+        refusal = self._refusal or (400, "bad_request", msg)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._pending_refusal = refusal
+            self.flow.pause_reading()
+            return
+        self._write_refusal(*refusal)
+
+    def _write_refusal(self, status: int, code: str, message: str) -> None:
         body = orjson.dumps({"error": {"code": code, "message": message}})
         extra = b"retry-after: 1\r\n" if status == 503 else b""
         self.transport.write(

@@ -23,6 +23,7 @@ still queued in the current round are skipped, not scored.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import os
@@ -89,7 +90,7 @@ class _Request:
     done: int = 0  # items with a result
     error: BaseException | None = None
     cancelled: bool = False
-    event: threading.Event = field(default_factory=threading.Event)
+    event: Done = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.results = [None] * len(self.items)
@@ -100,10 +101,18 @@ class _Request:
         self.event.set()
 
 
+class Done(Protocol):
+    """What the batcher needs of a request's completion signal: a ``threading.Event`` or a loop's."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
 class _LoopEvent:
     """The part of ``threading.Event`` the batcher uses, resolving an asyncio future on its loop."""
 
-    def __init__(self, loop: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._set = False
         self.future = loop.create_future()
@@ -237,10 +246,11 @@ class DynamicBatcher(Generic[Item, Result]):
         return self._submit(items, deadline, None)
 
     def _submit(self, items: Sequence[Item], deadline: float, arrival: Arrival | None) -> list[Result]:
-        req = self._enqueue(items, deadline, arrival, threading.Event())
+        done = threading.Event()
+        req = self._enqueue(items, deadline, arrival, done)
         if req is None:
             return []
-        if not req.event.wait(max(0.0, deadline - time.monotonic())):
+        if not done.wait(max(0.0, deadline - time.monotonic())):
             self._abandon(req)
         return self._collect(req)
 
@@ -250,8 +260,6 @@ class DynamicBatcher(Generic[Item, Result]):
         The batching thread wakes the loop once, when the request's last item is scored (or the
         request fails); an asyncio server (``service.asgi``) needs no thread per waiting request.
         """
-        import asyncio
-
         loop = asyncio.get_running_loop()
         done = _LoopEvent(loop)
         req = self._enqueue(items, deadline, None, done)
@@ -267,7 +275,7 @@ class DynamicBatcher(Generic[Item, Result]):
         return self._collect(req)
 
     def _enqueue(
-        self, items: Sequence[Item], deadline: float, arrival: Arrival | None, event: Any
+        self, items: Sequence[Item], deadline: float, arrival: Arrival | None, event: Done
     ) -> _Request | None:
         """Queue a request whose ``event`` is set when it is done; None when there is nothing to do."""
         if not items:

@@ -13,7 +13,6 @@ version scores with the production version.
 
 from __future__ import annotations
 
-
 from flask import Blueprint, Flask, Response, jsonify, request
 
 from service.api import DEFERRED_ERROR, dataplane, limits, read_body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -303,8 +304,6 @@ def test_a_plan_that_loses_items_falls_back_to_arrival_order(make_batcher):
 
 # -- awaited submissions (the asyncio worker, service.asgi) -------------------------------------
 def test_awaited_requests_share_batches_with_threaded_ones_and_keep_their_order(make_batcher):
-    import asyncio
-
     recorder = Recorder()
     recorder.release.clear()
     batcher = make_batcher(recorder, max_batch_size=64)
@@ -327,17 +326,21 @@ def test_awaited_requests_share_batches_with_threaded_ones_and_keep_their_order(
     assert recorder.batches == [[0], [1, 2, 3, 4, 5, 6, 7]]
 
 
-def test_awaited_request_past_its_deadline_leaves_the_queue_unscored(make_batcher):
-    import asyncio
+async def _hold_the_batching_thread(batcher: DynamicBatcher, recorder: Recorder) -> asyncio.Future:
+    """Submit [1] and wait until predict holds it (the recorder is not released yet)."""
+    blocker = asyncio.ensure_future(batcher.submit_async([1], later()))
+    while not recorder.entered.is_set():
+        await asyncio.sleep(0.01)
+    return blocker
 
+
+def test_awaited_request_past_its_deadline_leaves_the_queue_unscored(make_batcher):
     recorder = Recorder()
     recorder.release.clear()
     batcher = make_batcher(recorder, max_batch_size=1)
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(batcher.submit_async([1], later()))
-        while not recorder.entered.is_set():
-            await asyncio.sleep(0.01)
+        blocker = await _hold_the_batching_thread(batcher, recorder)
         started = time.perf_counter()
         with pytest.raises(DeadlineExceeded):
             await batcher.submit_async([2, 3], time.monotonic() + 0.1)
@@ -351,16 +354,12 @@ def test_awaited_request_past_its_deadline_leaves_the_queue_unscored(make_batche
 
 
 def test_a_cancelled_awaited_request_frees_its_queued_items(make_batcher):
-    import asyncio
-
     recorder = Recorder()
     recorder.release.clear()
     batcher = make_batcher(recorder, max_batch_size=1)
 
     async def main() -> None:
-        blocker = asyncio.ensure_future(batcher.submit_async([1], later()))
-        while not recorder.entered.is_set():
-            await asyncio.sleep(0.01)
+        blocker = await _hold_the_batching_thread(batcher, recorder)
         gone = asyncio.ensure_future(batcher.submit_async([2, 3], later()))
         while batcher.queued < 2:
             await asyncio.sleep(0.01)
@@ -376,8 +375,6 @@ def test_a_cancelled_awaited_request_frees_its_queued_items(make_batcher):
 
 
 def test_an_awaited_request_fails_like_a_threaded_one(make_batcher):
-    import asyncio
-
     def broken(items):
         raise RuntimeError("model exploded")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -268,6 +269,16 @@ def test_pipelined_requests_are_all_answered_in_order(server: GunicornServer):
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.count(b"HTTP/1.1 200 ") == count + 1
+
+
+def test_a_malformed_request_behind_a_valid_one_is_refused_after_its_answer(server: GunicornServer):
+    body = json.dumps({"text": "A fine film."}).encode()
+    valid = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    valid += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    answer = _raw_exchange(server, valid + b"\x00\xff garbage\r\n\r\n")
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"200", b"400"], answer[:300]
+    assert b'"predictions"' in answer
 
 
 def test_connections_beyond_the_worker_limit_get_a_json_503(serving_registry: Registry, tmp_path: Path):
