@@ -389,8 +389,13 @@ class Load:
             t.join(15)
 
 
-def test_hot_reload_under_load_switches_versions_without_failures(private_registry: Registry, gunicorn):
-    server = gunicorn(private_registry, SENTIMENT_POLL_INTERVAL_S=str(POLL_S))
+@pytest.mark.parametrize("worker_class", ["asgi", "gthread"])
+def test_hot_reload_under_load_switches_versions_without_failures(
+    private_registry: Registry, gunicorn, worker_class: str
+):
+    server = gunicorn(
+        private_registry, SENTIMENT_POLL_INTERVAL_S=str(POLL_S), SENTIMENT_WORKER_CLASS=worker_class
+    )
     old = private_registry.production_version("sentiment")
     new = make_random_version(private_registry, seed=11, promote=False)
     with Load(server) as load:
@@ -410,8 +415,13 @@ def test_hot_reload_under_load_switches_versions_without_failures(private_regist
     assert versions == [new, new]
 
 
-def test_broken_version_is_refused_and_old_keeps_serving(private_registry: Registry, gunicorn):
-    server = gunicorn(private_registry, SENTIMENT_POLL_INTERVAL_S=str(POLL_S))
+@pytest.mark.parametrize("worker_class", ["asgi", "gthread"])
+def test_broken_version_is_refused_and_old_keeps_serving(
+    private_registry: Registry, gunicorn, worker_class: str
+):
+    server = gunicorn(
+        private_registry, SENTIMENT_POLL_INTERVAL_S=str(POLL_S), SENTIMENT_WORKER_CLASS=worker_class
+    )
     old = private_registry.production_version("sentiment")
     broken = make_random_version(private_registry, seed=12, promote=False)
     (private_registry.version_dir("sentiment", broken) / ONNX_FILE).write_bytes(b"corrupt \x00 bytes")
