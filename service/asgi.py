@@ -57,9 +57,6 @@ Send = Callable[[dict], Awaitable[None]]
 #: Scores a body: (response body, content type, extra headers), or raises for Flask to answer.
 Answer = Callable[[bytes, Callable[[str], "str | None"]], Awaitable[tuple[bytes, str, list[tuple[str, str]]]]]
 
-#: Scope keys carrying a failed lean request to Flask (moved into the WSGI environ there).
-_SCOPE_ERROR = "sentiment.deferred_error"
-_SCOPE_STARTED = "sentiment.request_started"
 #: The request headers the lean path reads (lower case, as ASGI gives them).
 _READ_HEADERS = frozenset(
     {
@@ -83,9 +80,9 @@ def _flask_environ(wsgi: Callable) -> Callable:
     def app(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
         environ["wsgi.input_terminated"] = True
         scope = environ.get("asgi.scope") or {}
-        if _SCOPE_ERROR in scope:
-            environ[DEFERRED_ERROR] = scope[_SCOPE_ERROR]
-            environ[REQUEST_STARTED] = scope[_SCOPE_STARTED]
+        if DEFERRED_ERROR in scope:  # a failed lean request: same keys as the WSGI fast path's
+            environ[DEFERRED_ERROR] = scope[DEFERRED_ERROR]
+            environ[REQUEST_STARTED] = scope[REQUEST_STARTED]
         return wsgi(environ, start_response)
 
     return app
@@ -160,7 +157,7 @@ class AsgiFront:
             body, content_type, extra = await answer(raw, headers.get)
         except Exception as exc:  # noqa: BLE001 - Flask's handlers turn it into the error body
             replay = _replay(raw, receive)
-            await self._flask({**scope, _SCOPE_ERROR: exc, _SCOPE_STARTED: started}, replay, send)
+            await self._flask({**scope, DEFERRED_ERROR: exc, REQUEST_STARTED: started}, replay, send)
             return
         response_headers = [
             (b"content-type", content_type.encode("latin-1")),

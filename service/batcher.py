@@ -306,7 +306,7 @@ class DynamicBatcher(Generic[Item, Result]):
         return req
 
     def _abandon(self, req: _Request) -> None:
-        """Give up on a request still waiting (deadline, or its client left): unqueue its items."""
+        """Give up on a request still waiting (deadline passed, or its task cancelled): unqueue its items."""
         with self._cond:
             if not req.event.is_set():
                 req.cancelled = True

@@ -138,15 +138,12 @@ class DataPlane:
         self, texts: Sequence[str], deadline: float, arrival: Arrival | None = None
     ) -> list[Prediction]:
         """Score validated texts in the shared batches; results in input order."""
-        predictor = self.manager.current()
-        items = [_Encoded(t, ids, predictor) for t, ids in zip(texts, predictor.encode(texts), strict=True)]
+        items = self._encode(texts)
         if arrival is not None:
             results = arrival.submit(items, deadline)
         else:
             results = self.batcher.submit(items, deadline)
-        if self.tap is not None:
-            self.tap(texts, items, results)
-        return results
+        return self._tapped(texts, items, results)
 
     def run(self, steps: ScoringSteps[T]) -> T:
         """Drive a request's scoring steps on this thread: each batch of texts waits in the batcher.
@@ -177,9 +174,18 @@ class DataPlane:
 
     async def predict_async(self, texts: Sequence[str], deadline: float) -> list[Prediction]:
         """:meth:`predict` for an event loop: awaits the batch instead of blocking a thread."""
+        items = self._encode(texts)
+        return self._tapped(texts, items, await self.batcher.submit_async(items, deadline))
+
+    def _encode(self, texts: Sequence[str]) -> list[_Encoded]:
+        """Encode texts with the Predictor served now (the batch re-encodes if it has changed)."""
         predictor = self.manager.current()
-        items = [_Encoded(t, ids, predictor) for t, ids in zip(texts, predictor.encode(texts), strict=True)]
-        results = await self.batcher.submit_async(items, deadline)
+        return [_Encoded(t, ids, predictor) for t, ids in zip(texts, predictor.encode(texts), strict=True)]
+
+    def _tapped(
+        self, texts: Sequence[str], items: list[_Encoded], results: list[Prediction]
+    ) -> list[Prediction]:
+        """Hand a scored request to the traffic tap (if any); return its results."""
         if self.tap is not None:
             self.tap(texts, items, results)
         return results
