@@ -10,7 +10,7 @@ import pytest
 from service.asgi import AsgiFront
 from service.batcher import QueueFull
 from service.v2_codec import HEADER_LENGTH
-from tests.service.test_fastpath import INFER, INFER_REQUESTS, REQUESTS, TEXTS
+from tests.service.test_fastpath import INFER, ROUTED_REQUESTS, TEXTS
 from tests.service.test_v2 import v2_doc
 
 KEPT = ("content-type", "retry-after", HEADER_LENGTH.lower())
@@ -73,11 +73,7 @@ def flask_answer(client, url: str, headers: dict, body) -> tuple:
     return response.status_code, kept, response.get_data()
 
 
-@pytest.mark.parametrize(
-    "url, headers, body",
-    [("/v1/predict", *r) for r in REQUESTS] + [(INFER, *r) for r in INFER_REQUESTS],
-    ids=[f"v1-{i}" for i in range(len(REQUESTS))] + [f"v2-{i}" for i in range(len(INFER_REQUESTS))],
-)
+@ROUTED_REQUESTS
 def test_the_asgi_front_answers_as_flask_does(make_app, url, headers, body):
     front = AsgiFront(make_app(), threads=2)
     flask_only = make_app(PREDICT_FAST_PATH=0).test_client()

@@ -52,17 +52,21 @@ INFER_REQUESTS = [
 ]
 
 
+#: Every request above against its route, for tests comparing a lean path with Flask alone.
+ROUTED_REQUESTS = pytest.mark.parametrize(
+    "url, headers, body",
+    [("/v1/predict", *r) for r in REQUESTS] + [(INFER, *r) for r in INFER_REQUESTS],
+    ids=[f"v1-{i}" for i in range(len(REQUESTS))] + [f"v2-{i}" for i in range(len(INFER_REQUESTS))],
+)
+
+
 def _answer(client, url: str, headers: dict, body) -> tuple:
     response = client.post(url, headers=headers, data=body)
     kept = {k: response.headers.get(k) for k in ("Content-Type", "Retry-After", HEADER_LENGTH)}
     return response.status_code, kept, response.get_data()
 
 
-@pytest.mark.parametrize(
-    "url, headers, body",
-    [("/v1/predict", *r) for r in REQUESTS] + [(INFER, *r) for r in INFER_REQUESTS],
-    ids=[f"v1-{i}" for i in range(len(REQUESTS))] + [f"v2-{i}" for i in range(len(INFER_REQUESTS))],
-)
+@ROUTED_REQUESTS
 def test_the_fast_path_answers_as_flask_does(make_app, url, headers, body):
     fast = make_app().test_client()
     flask_only = make_app(PREDICT_FAST_PATH=0).test_client()
