@@ -63,7 +63,9 @@ class TrainConfig:
     )
 
     # -- short texts: train on sentences/snippets of clearly rated reviews too ------------------
-    crops_per_review: int = 2  # snippets (1-3 sentences) per clearly rated training review; 0 = none
+    # snippets (1-3 sentences) per clearly rated training review; 0 = none. 4 rather than 2: short
+    # texts 84.87 / 84.77 % vs 83.85 / 83.85 %, two full-preset runs each, ~+100 s (README)
+    crops_per_review: int = 4
     crop_weight: float = 0.5  # loss weight of a snippet (a whole review weighs 1)
     negation_weight: float = 0.5  # loss weight of each of "was good" / "was not good" (flipped); 0 = none
 
@@ -119,6 +121,7 @@ PRESETS: dict[str, TrainConfig] = {
         learning_rate=1e-2,
         finetune_learning_rate=3e-3,
         ngram_buckets=1 << 16,
+        crops_per_review=2,  # as before full went to 4: CI and run.sh's first model keep their time
     ),
 }
 # For tests of the machinery (registry, pipeline) where model quality does not matter: ~10 s.
