@@ -200,10 +200,11 @@ def gather(config: TrainConfig, ledger: Ledger, options: RetrainOptions, run_id:
         **{e["file"]: sha for sha, e in batch.files.items()},
         **{f"pool:{rid}": ledger.doc["runs"][rid]["rows_file"] for rid, _ in pooled},
     }
+    # Gold texts judge the candidate: none may reach it through word2vec or self-training either.
+    gold_set = set(gold_keys)
+    unlabelled = [t for t in base.unlabelled if text_key(t) not in gold_set]
     inputs = TrainingInputs(
-        LabelledData(training.texts, labels, "retrain", ratings=training.ratings),
-        base.unlabelled,
-        fingerprints,
+        LabelledData(training.texts, labels, "retrain", ratings=training.ratings), unlabelled, fingerprints
     )
     return Gathered(gold, fingerprint(options.gold), gold_keys, batch, pooled, training, inputs, held_out)
 

@@ -245,3 +245,25 @@ def test_a_candidate_starts_from_production_config_unless_production_is_quick(tm
     assert base_config(registry, "sentiment", quick) == preset("full")
     full = make_random_version(registry, seed=7)  # its manifest's config: {"fake": True, "seed": 7}
     assert base_config(registry, "sentiment", full) == preset("full").replace(seed=7)
+
+
+def test_gold_reviews_in_the_unlabelled_file_never_reach_the_candidate(tmp_path):
+    """Word2vec and self-training read the unlabelled file: the gold reviews in it are left out."""
+    from training.pipeline import gather
+
+    gold = reviews(6, seed=1)
+    base = reviews(20, seed=2)
+    others = ["An unlabelled review about a film.", "Another one, about another film."]
+    write(gold, tmp_path / "gold.csv")
+    write(base, tmp_path / "data" / "train.csv")
+    pd.DataFrame({"text": others[:1] + gold["text"].tolist()[:3] + others[1:]}).to_csv(
+        tmp_path / "data" / "unsup.csv", index=False
+    )
+    write(reviews(10, seed=3), tmp_path / "drop" / "new.csv")
+    config = preset("tiny").replace(
+        train_file="train.csv", unlabelled_file="unsup.csv", unlabelled_sample=None, sample=None
+    )
+    options = RetrainOptions(drop=tmp_path / "drop", gold=tmp_path / "gold.csv", data_dir=tmp_path / "data")
+    ledger = Ledger(Registry(tmp_path / "models"), "sentiment")
+    gathered = gather(config, ledger, options, "run-1")
+    assert gathered.inputs.unlabelled == others

@@ -17,7 +17,7 @@ from training.short_texts import (
     split_sentences,
     training_crops,
 )
-from training.train import Prepared, add_short_texts
+from training.train import Prepared, add_pseudo_labelled_crops, add_short_texts
 
 REVIEW_POS = (
     "Ghost of the Hollow is a typical teen movie.<br /><br />It was made in 1959. The acting was "
@@ -120,3 +120,37 @@ def test_crops_then_negation_pairs_join_training_with_their_weights_and_are_coun
     assert data.w_train.tolist() == [1, 1] + [0.5] * crops + [0.25] * pairs
     assert data.y_train[2 + crops :].tolist() == [1, 0, 1, 0, 0, 1]
     assert vocab.encode_many(["The plot was not fun at all."])[0].tolist() == data.x_train[-3].tolist()
+
+
+def test_self_training_crops_the_unlabelled_reviews_the_teacher_reads_most_confidently():
+    train = [
+        "A great film. Wonderful acting.",
+        "Great fun. A wonderful cast.",
+        "An awful film. Dull acting.",
+        "Awful stuff. A dull cast.",
+    ]
+    unlabelled = [
+        "The acting was great. A wonderful, great ending.",  # the teacher's most positive
+        "It is a film. It has a cast.",  # neither: left out at share 1/3
+        "An awful plot. Dull, awful and dull.",  # the most negative
+        "A great start. An awful end.",
+        "It runs two hours. It was in colour.",
+        "Dull. Great music though.",
+    ]
+    vocab = Vocabulary.build([tokenize(t) for t in train + unlabelled], min_count=1)
+    labels = np.array([1, 1, 0, 0], np.int8)
+    data = Prepared(
+        vocab, None, np.zeros((1, 1)), {}, vocab.encode_many(train), labels.copy(), [], [], [], []
+    )
+    config = preset("small").replace(pseudo_crops_per_review=3, pseudo_share=1 / 3, crop_weight=0.5)
+    add_pseudo_labelled_crops(data, config, unlabelled, vocab.encode_many(unlabelled), reviews=4)
+
+    added = data.pseudo_snippets
+    assert added > 0 and len(data.x_train) == len(data.y_train) == len(data.w_train) == 4 + added
+    assert data.w_train.tolist() == [1] * 4 + [0.5] * added
+    sources = {}
+    for ids, label in zip(data.x_train[4:], data.y_train[4:]):
+        words = set(vocab.tokens[i] for i in ids)
+        source = next(k for k, review in enumerate(unlabelled) if words <= set(tokenize(review)))
+        sources.setdefault(source, set()).add(int(label))
+    assert sources == {0: {1}, 2: {0}}  # one review per class, each with the teacher's label
