@@ -68,9 +68,9 @@ class TrainConfig:
     crops_per_review: int = 4
     crop_weight: float = 0.5  # loss weight of a snippet (a whole review weighs 1)
     # self-training: snippets per unlabelled review the n-gram teacher reads with most confidence,
-    # labelled by it (weighing crop_weight); 0 = none
+    # labelled by it (weighing crop_weight); needs ngram_order >= 1; 0 = none
     pseudo_crops_per_review: int = 0
-    pseudo_share: float = 0.5  # share of the unlabelled reviews kept: the most confident, half per class
+    pseudo_share: float = 0.5  # in (0, 1]: share of unlabelled reviews kept, the most extreme half per side
     negation_weight: float = 0.5  # loss weight of each of "was good" / "was not good" (flipped); 0 = none
 
     # -- optimisation ------------------------------------------------------------------------

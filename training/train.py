@@ -191,6 +191,8 @@ def prepare(
     matrix, embedding_stats = embedding_matrix(vocab, w2v.wv, seed=config.seed)
     timings["word2vec_s"] = time.perf_counter() - t0
     unlabelled: list[tuple[str, np.ndarray]] = []
+    if config.pseudo_crops_per_review and not config.ngram_order:
+        log.warning("self-training needs the n-gram branch as its teacher (ngram_order >= 1): skipped")
     if config.pseudo_crops_per_review and config.ngram_order:
         # An unlabelled text that is also a held-out review would carry the teacher's label into
         # the rows that judge the model: leave such texts out (IMDB has none; other data may).
@@ -275,11 +277,17 @@ def add_pseudo_labelled_crops(
     Self-training: the 50k unlabelled IMDB reviews otherwise feed only word2vec. The teacher is
     NBSVM fitted in closed form on the ``reviews`` whole training reviews alone (no crops, no
     pairs), so nothing held out and nothing it labels feeds it. It keeps the ``pseudo_share`` of
-    unlabelled reviews with the most extreme scores, half at each end (the classes stay balanced
-    whatever the teacher's bias), and those are cropped like clearly rated reviews.
+    unlabelled reviews with the most extreme scores, half at each end (balanced classes whatever
+    the teacher's bias), drops any of them it reads the other way (never relabelled by rank), and
+    crops them like clearly rated reviews.
     """
     from training.ngrams import fit_nbsvm, negation_for, ngram_scores
 
+    if not 0 < config.pseudo_share <= 1:
+        raise ValueError(f"pseudo_share must be in (0, 1], got {config.pseudo_share}")
+    per_class = int(len(ids) * config.pseudo_share / 2)
+    if per_class == 0:
+        return
     orders = tuple(range(1, config.ngram_order + 1))
     vocab_size, buckets = len(data.vocab), config.ngram_buckets
     negation = negation_for(data.vocab, config.ngram_negation_window)
@@ -300,12 +308,13 @@ def add_pseudo_labelled_crops(
             for i in range(0, len(ids), chunk)
         ]
     )
-    order = np.argsort(scores + intercept, kind="stable")
-    per_class = min(int(len(ids) * config.pseudo_share / 2), len(ids) // 2)  # a review is kept once
-    if per_class == 0:
-        return
-    keep = np.concatenate([order[:per_class], order[-per_class:]])
-    labels = (np.arange(len(keep)) >= per_class).astype(np.int8)
+    scores += intercept
+    order = np.argsort(scores, kind="stable")
+    # The per_class lowest and highest scores, each labelled by the side of 0 it is on: a review
+    # the teacher reads as positive is never labelled negative for being in the lower half.
+    low, high = order[:per_class], order[len(order) - per_class :]
+    keep = np.concatenate([low[scores[low] < 0], high[scores[high] > 0]])
+    labels = (scores[keep] > 0).astype(np.int8)
     crops = training_crops(
         [texts[i] for i in keep],
         labels,

@@ -256,7 +256,8 @@ def test_gold_reviews_in_the_unlabelled_file_never_reach_the_candidate(tmp_path)
     others = ["An unlabelled review about a film.", "Another one, about another film."]
     write(gold, tmp_path / "gold.csv")
     write(base, tmp_path / "data" / "train.csv")
-    pd.DataFrame({"text": others[:1] + gold["text"].tolist()[:3] + others[1:]}).to_csv(
+    variant = "  " + gold["text"].iloc[3].upper().replace(" ", "   ")  # the same review to text_key
+    pd.DataFrame({"text": others[:1] + gold["text"].tolist()[:3] + [variant] + others[1:]}).to_csv(
         tmp_path / "data" / "unsup.csv", index=False
     )
     write(reviews(10, seed=3), tmp_path / "drop" / "new.csv")

@@ -138,19 +138,39 @@ def test_self_training_crops_the_unlabelled_reviews_the_teacher_reads_most_confi
         "Dull. Great music though.",
     ]
     vocab = Vocabulary.build([tokenize(t) for t in train + unlabelled], min_count=1)
-    labels = np.array([1, 1, 0, 0], np.int8)
-    data = Prepared(
-        vocab, None, np.zeros((1, 1)), {}, vocab.encode_many(train), labels.copy(), [], [], [], []
-    )
+    # Rows after the whole reviews (crops, pairs) that contradict them: the teacher must not read them.
+    contrary = ["great wonderful great"] * 6 + ["awful dull awful"] * 6
+    labels = np.array([1, 1, 0, 0] + [0] * 6 + [1] * 6, np.int8)
+    rows = vocab.encode_many(train + contrary)
+    data = Prepared(vocab, None, np.zeros((1, 1)), {}, rows, labels.copy(), [], [], [], [])
+    data.w_train = np.array([1.0] * 4 + [0.25] * 12)
     config = preset("small").replace(pseudo_crops_per_review=3, pseudo_share=1 / 3, crop_weight=0.5)
     add_pseudo_labelled_crops(data, config, unlabelled, vocab.encode_many(unlabelled), reviews=4)
 
-    added = data.pseudo_snippets
-    assert added > 0 and len(data.x_train) == len(data.y_train) == len(data.w_train) == 4 + added
-    assert data.w_train.tolist() == [1] * 4 + [0.5] * added
+    added, before = data.pseudo_snippets, len(rows)
+    assert added > 0 and len(data.x_train) == len(data.y_train) == len(data.w_train) == before + added
+    assert data.w_train.tolist() == [1] * 4 + [0.25] * 12 + [0.5] * added
     sources = {}
-    for ids, label in zip(data.x_train[4:], data.y_train[4:]):
+    for ids, label in zip(data.x_train[before:], data.y_train[before:]):
         words = set(vocab.tokens[i] for i in ids)
         source = next(k for k, review in enumerate(unlabelled) if words <= set(tokenize(review)))
         sources.setdefault(source, set()).add(int(label))
     assert sources == {0: {1}, 2: {0}}  # one review per class, each with the teacher's label
+
+
+def test_self_training_never_labels_a_review_against_the_teachers_reading():
+    """With most unlabelled reviews positive, the lower half holds positive ones: dropped, not labelled 0."""
+    train = ["A great film. Wonderful acting.", "An awful film. Dull acting."]
+    unlabelled = [f"A great film number {k}. Wonderful, great stuff." for k in range(5)]
+    unlabelled.append("An awful film. Dull and awful stuff.")
+    vocab = Vocabulary.build([tokenize(t) for t in train + unlabelled], min_count=1)
+    rows = vocab.encode_many(train)
+    data = Prepared(vocab, None, np.zeros((1, 1)), {}, rows, np.array([1, 0], np.int8), [], [], [], [])
+    config = preset("small").replace(pseudo_crops_per_review=2, pseudo_share=1.0)
+    add_pseudo_labelled_crops(data, config, unlabelled, vocab.encode_many(unlabelled), reviews=2)
+
+    negative_words = set()
+    for ids, label in zip(data.x_train[2:], data.y_train[2:]):
+        if label == 0:
+            negative_words |= {vocab.tokens[i] for i in ids}
+    assert negative_words and negative_words <= set(tokenize(unlabelled[-1]))
