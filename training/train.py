@@ -190,18 +190,9 @@ def prepare(
     )
     matrix, embedding_stats = embedding_matrix(vocab, w2v.wv, seed=config.seed)
     timings["word2vec_s"] = time.perf_counter() - t0
-    unlabelled: list[tuple[str, np.ndarray]] = []
-    if config.pseudo_crops_per_review and not config.ngram_order:
-        log.warning("self-training needs the n-gram branch as its teacher (ngram_order >= 1): skipped")
-    if config.pseudo_crops_per_review and config.ngram_order:
-        # An unlabelled text that is also a held-out review would carry the teacher's label into
-        # the rows that judge the model: leave such texts out (IMDB has none; other data may).
-        held_keys = {text_key(labelled.texts[i]) for i in held_out}
-        unlabelled = [
-            (text, np.asarray(vocab.ids_for_tokens(t), dtype=np.int64))
-            for text, t in zip(inputs.unlabelled, corpus[len(train_idx) :], strict=True)
-            if text_key(text) not in held_keys
-        ]
+    unlabelled = self_training_inputs(
+        config, vocab, inputs.unlabelled, corpus[len(train_idx) :], [labelled.texts[i] for i in held_out]
+    )
     del corpus  # the unlabelled tokens are no longer needed; the labelled ones are encoded below
 
     def encode(index: np.ndarray) -> list[np.ndarray]:
@@ -267,6 +258,31 @@ def add_short_texts(
         len(short),
         data.short_reviews,
     )
+
+
+def self_training_inputs(
+    config: TrainConfig,
+    vocab: Vocabulary,
+    texts: Sequence[str],
+    tokens: Sequence[Sequence[str]],
+    held_out_texts: Sequence[str],
+) -> list[tuple[str, np.ndarray]]:
+    """Return (text, ids) of the unlabelled reviews self-training may crop; none when it is off.
+
+    An unlabelled text that is also a held-out review would carry the teacher's label into the
+    rows that judge the model: such texts are left out (IMDB has none; other data may).
+    """
+    if not config.pseudo_crops_per_review:
+        return []
+    if not config.ngram_order:
+        log.warning("self-training needs the n-gram branch as its teacher (ngram_order >= 1): skipped")
+        return []
+    held_keys = {text_key(t) for t in held_out_texts}
+    return [
+        (text, np.asarray(vocab.ids_for_tokens(t), dtype=np.int64))
+        for text, t in zip(texts, tokens, strict=True)
+        if text_key(text) not in held_keys
+    ]
 
 
 def add_pseudo_labelled_crops(

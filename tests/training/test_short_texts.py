@@ -17,7 +17,7 @@ from training.short_texts import (
     split_sentences,
     training_crops,
 )
-from training.train import Prepared, add_pseudo_labelled_crops, add_short_texts
+from training.train import Prepared, add_pseudo_labelled_crops, add_short_texts, self_training_inputs
 
 REVIEW_POS = (
     "Ghost of the Hollow is a typical teen movie.<br /><br />It was made in 1959. The acting was "
@@ -174,3 +174,16 @@ def test_self_training_never_labels_a_review_against_the_teachers_reading():
         if label == 0:
             negative_words |= {vocab.tokens[i] for i in ids}
     assert negative_words and negative_words <= set(tokenize(unlabelled[-1]))
+
+
+def test_self_training_leaves_out_unlabelled_copies_of_held_out_reviews(caplog):
+    texts = ["A great film. Wonderful.", "  AN awful   film. Dull.", "Another film entirely."]
+    vocab = Vocabulary.build([tokenize(t) for t in texts], min_count=1)
+    tokens = [tokenize(t) for t in texts]
+    on = preset("small").replace(pseudo_crops_per_review=2)
+    kept = self_training_inputs(on, vocab, texts, tokens, held_out_texts=["An awful film. Dull."])
+    assert [text for text, _ in kept] == [texts[0], texts[2]]  # the same review to text_key: out
+    assert kept[1][1].tolist() == vocab.encode(texts[2]).tolist()
+    assert self_training_inputs(on.replace(pseudo_crops_per_review=0), vocab, texts, tokens, []) == []
+    assert self_training_inputs(on.replace(ngram_order=0), vocab, texts, tokens, []) == []
+    assert "needs the n-gram branch" in caplog.text
