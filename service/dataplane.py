@@ -1,8 +1,7 @@
 """The logic behind every endpoint, free of HTTP: score texts through the batcher, report status.
 
 Texts are encoded on the request thread or the event loop (in parallel with the model call of the
-previous batch)
-with the Predictor served at that moment. The batch function scores them with the Predictor
+previous batch) with the Predictor served at that moment. The batch function scores them with the Predictor
 served when the batch runs; if a hot reload swapped versions in between, it re-encodes with the
 new version's vocabulary, so a text is always scored by the version whose tokenizer encoded it,
 and every prediction carries that version.

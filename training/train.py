@@ -230,22 +230,16 @@ def add_short_texts(
     ratings = labelled.ratings_or_unknown()
     train_texts = [labelled.texts[i] for i in train_idx]
     train_labels, train_ratings = labelled.labels[train_idx], ratings[train_idx]
-    extra: list[tuple[ShortTexts, float]] = []
     if config.crops_per_review:
         crops = training_crops(
             train_texts, train_labels, train_ratings, per_review=config.crops_per_review, seed=config.seed
         )
         data.training_snippets = len(crops)
-        extra.append((crops, config.crop_weight))
+        append_training_rows(data, crops, config.crop_weight)
     if config.negation_weight:
         negated = negated_counterfactuals(train_texts, train_labels, train_ratings)
         data.negation_rows = len(negated)
-        extra.append((negated, config.negation_weight))
-    extra = [(rows, weight) for rows, weight in extra if len(rows)]
-    if extra:
-        data.x_train = data.x_train + [ids for rows, _ in extra for ids in data.vocab.encode_many(rows.texts)]
-        data.w_train = np.concatenate([np.ones(len(train_idx))] + [np.full(len(r), w) for r, w in extra])
-        data.y_train = np.concatenate([data.y_train] + [r.labels for r, _ in extra]).astype(np.int8)
+        append_training_rows(data, negated, config.negation_weight)
     short = short_text_set(
         [labelled.texts[i] for i in held_idx], labelled.labels[held_idx], ratings[held_idx], seed=config.seed
     )
@@ -258,6 +252,16 @@ def add_short_texts(
         len(short),
         data.short_reviews,
     )
+
+
+def append_training_rows(data: Prepared, rows: ShortTexts, weight: float) -> None:
+    """Append short texts to the training rows, each weighing ``weight`` in the loss."""
+    if not len(rows):
+        return
+    weights = data.w_train if data.w_train is not None else np.ones(len(data.x_train))
+    data.x_train = data.x_train + data.vocab.encode_many(rows.texts)
+    data.w_train = np.concatenate([weights, np.full(len(rows), weight)])
+    data.y_train = np.concatenate([data.y_train, rows.labels]).astype(np.int8)
 
 
 def self_training_inputs(
@@ -297,6 +301,7 @@ def add_pseudo_labelled_crops(
     the teacher's bias), drops any of them it reads the other way (never relabelled by rank), and
     crops them like clearly rated reviews.
     """
+    from training.model import ngram_orders
     from training.ngrams import fit_nbsvm, negation_for, ngram_scores
 
     if not 0 < config.pseudo_share <= 1:
@@ -304,8 +309,7 @@ def add_pseudo_labelled_crops(
     per_class = int(len(ids) * config.pseudo_share / 2)
     if per_class == 0:
         return
-    orders = tuple(range(1, config.ngram_order + 1))
-    vocab_size, buckets = len(data.vocab), config.ngram_buckets
+    orders, vocab_size, buckets = ngram_orders(config), len(data.vocab), config.ngram_buckets
     negation = negation_for(data.vocab, config.ngram_negation_window)
     table, intercept = fit_nbsvm(
         data.x_train[:reviews],
@@ -338,13 +342,8 @@ def add_pseudo_labelled_crops(
         per_review=config.pseudo_crops_per_review,
         seed=config.seed,
     )
-    if not len(crops):
-        return
     data.pseudo_snippets = len(crops)
-    weights = data.w_train if data.w_train is not None else np.ones(len(data.x_train))
-    data.x_train = data.x_train + data.vocab.encode_many(crops.texts)
-    data.w_train = np.concatenate([weights, np.full(len(crops), config.crop_weight)])
-    data.y_train = np.concatenate([data.y_train, crops.labels]).astype(np.int8)
+    append_training_rows(data, crops, config.crop_weight)
     log.info(
         "self-training: %d snippets of %d unlabelled reviews the n-gram teacher reads most confidently",
         len(crops),
