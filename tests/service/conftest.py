@@ -39,12 +39,12 @@ def make_app(fake_registry: Registry) -> Iterator[Callable[..., Flask]]:
 
 
 @pytest.fixture
-def same_plans(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give every app the default cost model instead of one timed at its warm-up.
+def default_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give every app the default cost model instead of one timed at its warm-up: plans by rule.
 
-    Two apps compared byte for byte must group texts alike: a timed cost model may put two texts
-    in one call in one app and in two in the other, and the float32 scores then differ in the
-    9th digit (well inside the 1e-6 parity, but not the same bytes).
+    A timed cost model makes how texts are grouped into calls depend on the machine's load. Two
+    apps compared byte for byte must group alike (else float32 scores differ in the 9th digit,
+    inside the 1e-6 parity but not the same bytes), and a test counting batches needs to know them.
     """
     from inference.batching import DEFAULT_COST, CostModel
 

@@ -74,7 +74,7 @@ def flask_answer(client, url: str, headers: dict, body) -> tuple:
 
 
 @ROUTED_REQUESTS
-@pytest.mark.usefixtures("same_plans")
+@pytest.mark.usefixtures("default_cost_model")
 def test_the_asgi_front_answers_as_flask_does(make_app, url, headers, body):
     front = AsgiFront(make_app(), threads=2)
     flask_only = make_app(PREDICT_FAST_PATH=0).test_client()

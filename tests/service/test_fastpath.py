@@ -67,7 +67,7 @@ def _answer(client, url: str, headers: dict, body) -> tuple:
 
 
 @ROUTED_REQUESTS
-@pytest.mark.usefixtures("same_plans")
+@pytest.mark.usefixtures("default_cost_model")
 def test_the_fast_path_answers_as_flask_does(make_app, url, headers, body):
     fast = make_app().test_client()
     flask_only = make_app(PREDICT_FAST_PATH=0).test_client()
