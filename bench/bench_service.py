@@ -17,7 +17,17 @@ Printed in one run (machines are noisy: compare ratios, not absolute numbers acr
    model call, server CPU, CPU microseconds per request spent outside the model call, and
    RSS per worker after the whole bench; each level's ratio to the sorted ceiling;
 3. with ``--v2``: the Open Inference Protocol endpoint (binary tensors) at concurrency 64 (or the
-   highest level), against ``/v1/predict`` at the same concurrency.
+   highest level), against ``/v1/predict`` at the same concurrency;
+4. how each level from c=8 up compares with the best level below it (issue #9: throughput should
+   not fall as the load rises).
+
+With ``--rounds N`` the ceilings and all levels run N times, round after round, on one server,
+and a last table gives each level's median, its ratios taken against its own round's ceilings:
+this host's speed drifts by 10-20 % between minutes, which otherwise lands on whichever levels
+run late (c=128). ``--compare-bare`` also runs the /v1/predict levels, in each round, against
+``bench/bare_app.py``: the same HTTP stack, tokenizer and model with none of the service's other
+work (validation, error bodies, metrics, deadlines, reloads), which bounds what trimming the
+service could still gain on this machine.
 
 The load generator is ``wrk`` (Debian package ``wrk``; a Lua script cycles through the request
 bodies) in its own process; without wrk a Python client process is used (it needs more CPU,
@@ -29,6 +39,7 @@ which it takes from the server on a small machine). Run on an otherwise idle mac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gzip
 import http.client
@@ -178,6 +189,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--client", choices=["auto", "wrk", "python"], default="auto", help="load generator (default: auto)"
     )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the ceilings and every level this many times, round after round, and also print each "
+        "level's median (ratios taken per round): a host whose speed drifts between minutes then slows "
+        "one round, not the levels that happen to run late (default: %(default)s)",
+    )
+    p.add_argument(
+        "--compare-bare",
+        action="store_true",
+        help="also run every /v1/predict level, in each round right after the service's, against "
+        "bench/bare_app.py (HTTP, tokenising and the model, nothing else): how much of the gap to the "
+        "ceiling is the service's own work",
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--seed", type=int, default=0, help="seed of the text sample (default: %(default)s)")
     # Internal: the Python load-generator subprocess.
@@ -278,6 +304,13 @@ def rss_mb(pid: int) -> float:
 class Server:
     """A gunicorn master running the service under ``service/gunicorn.conf.py``."""
 
+    ready = SERVICE_READY  # each worker logs it once it can answer
+    has_metrics = True  # /metrics gives the batch sizes and the model calls' CPU
+
+    def command(self) -> list[str]:
+        """Return the gunicorn command line."""
+        return [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "service.app:create_app()"]
+
     def __init__(self, env: dict[str, str], workers: int, workdir: Path) -> None:
         self.port = free_port()
         self.workers = workers
@@ -294,7 +327,7 @@ class Server:
     def __enter__(self) -> Server:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONFIG), "service.app:create_app()"],
+                self.command(),
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdout=log,
@@ -304,7 +337,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the server exited:\n{self.log_path.read_text()[-3000:]}")
-            if self.log_path.read_text(errors="replace").count(SERVICE_READY) >= self.workers:
+            if self.log_path.read_text(errors="replace").count(self.ready) >= self.workers:
                 return self
             time.sleep(0.2)
         self.__exit__()
@@ -340,6 +373,39 @@ class Server:
             if name in values:
                 values[name] += float(value)
         return values
+
+
+class BareServer(Server):
+    """``bench/bare_app.py`` under gunicorn with uvicorn workers: HTTP, tokenising and the model only."""
+
+    has_metrics = False
+
+    def __init__(self, env: dict[str, str], workers: int, workdir: Path) -> None:
+        super().__init__(env, workers, workdir)
+        from bench.bare_app import READY
+
+        self.ready = READY
+        self.env["BARE_MODEL_DIR"] = env["SENTIMENT_MODEL_DIR"]
+        self.env["BARE_MODEL_NAME"] = env["SENTIMENT_MODEL_NAME"]
+
+    def command(self) -> list[str]:
+        """Return the gunicorn command line."""
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(self.workers),
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-b",
+            f"127.0.0.1:{self.port}",
+            "bench.bare_app:app",
+        ]
+
+    def metric_sums(self) -> dict[str, float]:
+        """The bare app keeps no metrics."""
+        return {}
 
 
 # -- request bodies -------------------------------------------------------------------------------
@@ -517,11 +583,16 @@ def run_level(
         texts_per_request=per_request,
         texts_per_s=ok * per_request / result["seconds"],
         server_cpu_cores=cpu / result["seconds"],
-        mean_batch=sums["sentiment_batch_size_sum"] / max(1.0, sums["sentiment_batch_size_count"]),
-        outside_model_us_per_request=1e6
-        * (cpu - sums["sentiment_inference_cpu_seconds_total"])
-        / max(1, result["requests"]),
+        mean_batch=None,
+        outside_model_us_per_request=None,
     )
+    if server.has_metrics:
+        result.update(
+            mean_batch=sums["sentiment_batch_size_sum"] / max(1.0, sums["sentiment_batch_size_count"]),
+            outside_model_us_per_request=1e6
+            * (cpu - sums["sentiment_inference_cpu_seconds_total"])
+            / max(1, result["requests"]),
+        )
     return result
 
 
@@ -531,14 +602,139 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def measure_ceilings(version_dir: Path, ids: list, args: argparse.Namespace) -> dict:
+    """Return the sorted ceiling at each ``--batch-sizes`` size, the best of them, and batch-1."""
+    sorted_rates = {
+        b: measure_ceiling(version_dir, ids, args.workers, "sorted", b, args.ceiling_seconds)
+        for b in (int(x) for x in args.batch_sizes.split(","))
+    }
+    best = max(sorted_rates, key=sorted_rates.get)
+    batch1 = measure_ceiling(version_dir, ids, args.workers, "batch1", 1, args.ceiling_seconds)
+    return {"sorted": sorted_rates, "best_batch": best, "best": sorted_rates[best], "batch1": batch1}
+
+
+def run_levels(
+    server: Server, args: argparse.Namespace, bodies: dict[str, Path], workdir: Path, ceiling: dict
+) -> list[dict]:
+    """Load the server at every level once (single texts, the multi-text level, then /v2); add ratios."""
+    levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+    rows = [
+        {"endpoint": "/v1/predict", **run_level(server, "/v1/predict", bodies["single"], c, 1, args, workdir)}
+        for c in levels
+    ]
+    if args.multi_concurrency > 0:
+        multi = run_level(
+            server,
+            "/v1/predict",
+            bodies["multi"],
+            args.multi_concurrency,
+            args.texts_per_request,
+            args,
+            workdir,
+        )
+        rows.append({"endpoint": "/v1/predict", **multi})
+    if args.v2 and server.has_metrics:  # the bare app answers /v1/predict only
+        from bench.v2_requests import V2_INFER_PATH
+
+        top = 64 if 64 in levels else max(levels)  # the issue compares V2 with v1 at c=64
+        path = V2_INFER_PATH.format(model=args.model_name)
+        rows.append(
+            {"endpoint": "/v2 binary", **run_level(server, path, bodies["v2"], top, 1, args, workdir)}
+        )
+    for row in rows:
+        row["ratio_sorted"] = row["texts_per_s"] / ceiling["best"]
+        row["ratio_batch1"] = row["texts_per_s"] / ceiling["batch1"]
+    return rows
+
+
+def v2_bodies(texts: list[str]) -> list[tuple[bytes, int, str]]:
+    """Return one binary Open Inference Protocol request body per text."""
+    from bench.v2_requests import binary_infer_request
+
+    bodies = []
+    for t in texts:
+        body, headers = binary_infer_request([t])
+        bodies.append((body, int(headers["Inference-Header-Content-Length"]), headers["Content-Type"]))
+    return bodies
+
+
+def median_of_rounds(rounds: list[list[dict]]) -> list[dict]:
+    """Return one row per level: the median of each number over the rounds, errors summed.
+
+    Ratios are taken per round (each level against the ceiling of its own round) before the
+    median, so a slow spell of the host shifts one round's level and ceiling alike.
+    """
+    rows = []
+    for per_round in zip(*rounds, strict=True):
+        row = dict(per_round[0])
+        for key in ("non_2xx", "socket_errors", "requests"):
+            row[key] = sum(r[key] for r in per_round)
+        for key in (
+            "texts_per_s",
+            "ratio_sorted",
+            "ratio_batch1",
+            "p50_ms",
+            "p99_ms",
+            "mean_batch",
+            "server_cpu_cores",
+            "outside_model_us_per_request",
+        ):
+            values = [r[key] for r in per_round if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+        row["ratio_sorted_range"] = (
+            min(r["ratio_sorted"] for r in per_round),
+            max(r["ratio_sorted"] for r in per_round),
+        )
+        rows.append(row)
+    return rows
+
+
+def print_levels(rows: list[dict]) -> None:
+    """Print one table row per level."""
+    print(
+        f"{'endpoint':>12} {'conc':>5} {'texts/req':>9} {'texts/s':>8} {'/sorted':>7} {'/batch1':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'non2xx':>6} {'errors':>6} {'texts/call':>10} {'srv CPU':>7} "
+        f"{'us/req outside model':>20}"
+        + ("  /sorted, min-max of rounds" if "ratio_sorted_range" in rows[0] else "")
+    )
+    for r in rows:
+        spread = r.get("ratio_sorted_range")
+        print(
+            f"{r['endpoint']:>12} {r['connections']:>5} {r['texts_per_request']:>9} {r['texts_per_s']:>8.0f} "
+            f"{r['ratio_sorted']:>7.2f} {r['ratio_batch1']:>7.2f} {fmt(r['p50_ms']):>7} "
+            f"{fmt(r['p99_ms']):>7} {r['non_2xx']:>6} {r['socket_errors']:>6} {fmt(r['mean_batch']):>10} "
+            f"{r['server_cpu_cores']:>7.2f} {fmt(r['outside_model_us_per_request'], '.0f'):>20}"
+            + (f"  {spread[0]:.2f}-{spread[1]:.2f}" if spread else "")
+        )
+
+
+def print_rise_with_load(rows: list[dict]) -> None:
+    """Print how each single-text level from c=8 up compares with the best level below it.
+
+    Issue #9 asks for throughput non-decreasing from c=8 to c=128 (within 5 %); ratios to the
+    same round's ceiling are compared, so the comparison holds across rounds.
+    """
+    single = [r for r in rows if r["endpoint"] == "/v1/predict" and r["texts_per_request"] == 1]
+    single = [r for r in single if r["connections"] >= 8]
+    parts = []
+    for k in range(1, len(single)):
+        best_below = max(single[:k], key=lambda r: r["ratio_sorted"])
+        change = 100 * (single[k]["ratio_sorted"] / best_below["ratio_sorted"] - 1)
+        parts.append(f"c={single[k]['connections']} {change:+.0f} % vs c={best_below['connections']}")
+    if parts:
+        print("throughput against the best lower level (c >= 8): " + ", ".join(parts))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Measure the ceilings and every load level; print them with their ratios."""
+    """Measure the ceilings and every load level (``--rounds`` times); print them with their ratios."""
     args = parse_args(argv)
     if args.python_client:
         python_client_main(args)
         return 0
     if args.client == "auto":
         args.client = "wrk" if shutil.which("wrk") else "python"
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be >= 1")
     from registry.artifact import Artifact
     from registry.store import Registry
 
@@ -553,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.short_fraction:.0%} single sentences), "
         f"tokens per text: median {statistics.median(lengths):.0f}, p90 {lengths[int(0.9 * len(lengths))]}, "
         f"max {lengths[-1]}; {cores} CPU cores; client {args.client}; "
-        f"{args.duration:g} s per level (+{args.warmup:g} s warm-up)"
+        f"{args.duration:g} s per level (+{args.warmup:g} s warm-up); {args.rounds} round(s)"
     )
     if os.getloadavg()[0] > 0.5 * cores:
         print(f"WARNING: load average {os.getloadavg()[0]:.1f} on {cores} cores: numbers will be noisy")
@@ -562,23 +758,9 @@ def main(argv: list[str] | None = None) -> int:
         "texts": len(texts),
         "cores": cores,
         "args": vars(args),
+        "rounds": [],
     }
 
-    sorted_rates = {
-        b: measure_ceiling(version_dir, ids, args.workers, "sorted", b, args.ceiling_seconds)
-        for b in (int(x) for x in args.batch_sizes.split(","))
-    }
-    best = max(sorted_rates, key=sorted_rates.get)
-    ceiling = sorted_rates[best]
-    batch1 = measure_ceiling(version_dir, ids, args.workers, "batch1", 1, args.ceiling_seconds)
-    report["ceiling"] = {"sorted": sorted_rates, "best_batch": best, "batch1": batch1}
-    print(
-        f"\n(1) in-process ceilings, {args.workers} processes x 1 thread: sorted {ceiling:.0f} texts/s "
-        f"(batch {best}; " + ", ".join(f"b{b}: {v:.0f}" for b, v in sorted_rates.items()) + f"); "
-        f"arrival-order batch-1 {batch1:.0f} texts/s"
-    )
-
-    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         workdir = Path(tmp)
         env = {
@@ -587,62 +769,51 @@ def main(argv: list[str] | None = None) -> int:
             "SENTIMENT_THREADS": str(args.threads),
             **dict(item.split("=", 1) for item in args.server_env),
         }
-        single = write_bodies(workdir, "single", predict_bodies(texts, 1))
-        multi = write_bodies(workdir, "multi", predict_bodies(texts, args.texts_per_request))
-        with Server(env, args.workers, workdir) as server:
-            for c in (int(x) for x in args.concurrency.split(",") if x.strip()):
-                rows.append(
-                    {
-                        "endpoint": "/v1/predict",
-                        **run_level(server, "/v1/predict", single, c, 1, args, workdir),
-                    }
+        bodies = {
+            "single": write_bodies(workdir, "single", predict_bodies(texts, 1)),
+            "multi": write_bodies(workdir, "multi", predict_bodies(texts, args.texts_per_request)),
+        }
+        if args.v2:
+            bodies["v2"] = write_bodies(workdir, "v2", v2_bodies(texts))
+        # Round after round: ceilings (the servers idle meanwhile), then every level against them,
+        # the service's and, with --compare-bare, the bare app's.
+        with contextlib.ExitStack() as stack:
+            servers = {"service": stack.enter_context(Server(env, args.workers, workdir))}
+            if args.compare_bare:
+                servers["bare"] = stack.enter_context(BareServer(env, args.workers, workdir))
+            for number in range(1, args.rounds + 1):
+                ceiling = measure_ceilings(version_dir, ids, args)
+                print(
+                    f"\n[round {number}] (1) in-process ceilings, {args.workers} processes x 1 thread: "
+                    f"sorted {ceiling['best']:.0f} texts/s (batch {ceiling['best_batch']}; "
+                    + ", ".join(f"b{b}: {v:.0f}" for b, v in ceiling["sorted"].items())
+                    + f"); arrival-order batch-1 {ceiling['batch1']:.0f} texts/s"
                 )
-            if args.multi_concurrency > 0:
-                rows.append(
-                    {
-                        "endpoint": "/v1/predict",
-                        **run_level(
-                            server,
-                            "/v1/predict",
-                            multi,
-                            args.multi_concurrency,
-                            args.texts_per_request,
-                            args,
-                            workdir,
-                        ),
-                    }
-                )
-            if args.v2:
-                from bench.v2_requests import V2_INFER_PATH, binary_infer_request
-
-                path = V2_INFER_PATH.format(model=args.model_name)
-                bodies = []
-                for t in texts:
-                    body, headers = binary_infer_request([t])
-                    bodies.append(
-                        (body, int(headers["Inference-Header-Content-Length"]), headers["Content-Type"])
+                outcome = {"ceiling": ceiling}
+                for name, server in servers.items():
+                    rows = run_levels(server, args, bodies, workdir, ceiling)
+                    print(
+                        f"[round {number}] (2) {name}: {args.workers} gunicorn workers"
+                        + (f" x {args.threads} threads" if name == "service" else " (bench/bare_app.py)")
                     )
-                v2 = write_bodies(workdir, "v2", bodies)
-                levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-                top = 64 if 64 in levels else max(levels)  # the issue compares V2 with v1 at c=64
-                rows.append({"endpoint": "/v2 binary", **run_level(server, path, v2, top, 1, args, workdir)})
-            rss = [round(rss_mb(p)) for p in server.worker_pids()]
-    report["levels"], report["rss_mb_per_worker"] = rows, rss
+                    print_levels(rows)
+                    outcome["levels" if name == "service" else f"{name}_levels"] = rows
+                report["rounds"].append(outcome)
+            rss = [round(rss_mb(p)) for p in servers["service"].worker_pids()]
 
-    print(f"\n(2) service: {args.workers} gunicorn workers x {args.threads} threads")
-    print(
-        f"{'endpoint':>12} {'conc':>5} {'texts/req':>9} {'texts/s':>8} {'/sorted':>7} {'/batch1':>7} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'non2xx':>6} {'errors':>6} {'texts/call':>10} {'srv CPU':>7} "
-        f"{'us/req outside model':>20}"
-    )
-    for r in rows:
-        print(
-            f"{r['endpoint']:>12} {r['connections']:>5} {r['texts_per_request']:>9} {r['texts_per_s']:>8.0f} "
-            f"{r['texts_per_s'] / ceiling:>7.2f} {r['texts_per_s'] / batch1:>7.2f} {fmt(r['p50_ms']):>7} "
-            f"{fmt(r['p99_ms']):>7} {r['non_2xx']:>6} {r['socket_errors']:>6} {r['mean_batch']:>10.1f} "
-            f"{r['server_cpu_cores']:>7.2f} {r['outside_model_us_per_request']:>20.0f}"
-        )
-    print(f"RSS per worker after the whole bench: {rss} MiB")
+    summaries = {"service": "levels", "bare": "bare_levels"} if args.compare_bare else {"service": "levels"}
+    for name, key in summaries.items():
+        rows = [r[key] for r in report["rounds"]]
+        rows = median_of_rounds(rows) if args.rounds > 1 else rows[0]
+        if args.rounds > 1 or args.compare_bare:
+            median = f", median of {args.rounds} rounds (ratios per round, against its ceilings)"
+            print(f"\n{name}{median if args.rounds > 1 else ''}:")
+            print_levels(rows)
+        print_rise_with_load(rows)
+        report[key] = rows
+    report["rss_mb_per_worker"] = rss
+    report["ceiling"] = report["rounds"][0]["ceiling"]  # the first round's, as in one-round runs
+    print(f"RSS per service worker after the whole bench: {rss} MiB")
     print(
         "srv CPU is in cores (1.00 = one core busy); 'outside model' = worker CPU minus the CPU time of the "
         "model calls (sentiment_inference_cpu_seconds_total), per request."

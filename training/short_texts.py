@@ -149,6 +149,64 @@ def training_crops(
     return _pack(rows)
 
 
+def polar_words(
+    sequences: Sequence[np.ndarray],
+    labels: np.ndarray,
+    tokens: Sequence[str],
+    *,
+    min_reviews: int = 30,
+    min_log_ratio: float = 1.0,
+) -> frozenset[str]:
+    """Return the words one class of ``sequences`` (encoded reviews) uses far more than the other.
+
+    A word qualifies when at least ``min_reviews`` reviews hold it and the share of positive
+    reviews holding it differs from the share of negative ones by a factor of e^``min_log_ratio``
+    (document frequencies, add-one smoothed). Learnt from the training reviews alone, so it is
+    neither :data:`OPINION_WORDS` (which picks the validation sentences) nor anything held out.
+    """
+    size = len(tokens)
+    counts = np.zeros((2, size))
+    for ids, label in zip(sequences, labels, strict=True):
+        counts[int(label)] += np.bincount(np.unique(ids), minlength=size)[:size]
+    totals = np.array([(labels == 0).sum(), (labels == 1).sum()], dtype=float)[:, None]
+    ratio = np.log((counts[1] + 1) / (totals[1] + 1)) - np.log((counts[0] + 1) / (totals[0] + 1))
+    keep = (counts.sum(axis=0) >= min_reviews) & (np.abs(ratio) >= min_log_ratio)
+    keep[:2] = False  # padding and out-of-vocabulary ids
+    return frozenset(tokens[i] for i in np.flatnonzero(keep))
+
+
+def opinion_sentences(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    ratings: np.ndarray,
+    words: frozenset[str],
+    *,
+    per_review: int = 2,
+    min_tokens: int = 4,
+    max_tokens: int = 40,
+    seed: int = 1337,
+) -> ShortTexts:
+    """Return up to ``per_review`` single sentences per clearly rated review that hold one of ``words``.
+
+    Users send one opinionated sentence ("Great phone, battery lasts all day."), while random
+    snippets (:func:`training_crops`) are mostly plot summary and span up to three sentences. These
+    are the sentences a user would write, with their review's label.
+    """
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, int, int]] = []
+    for i in np.flatnonzero(is_clearly_rated(ratings)):
+        candidates = [
+            s
+            for s in split_sentences(texts[i])
+            if min_tokens <= len(tokens := tokenize(s)) <= max_tokens and not words.isdisjoint(tokens)
+        ]
+        if len(candidates) > per_review:
+            keep = np.sort(rng.choice(len(candidates), per_review, replace=False))
+            candidates = [candidates[k] for k in keep]
+        rows += [(s, int(labels[i]), int(i)) for s in candidates]
+    return _pack(rows)
+
+
 #: Opinion words whose negation flips a sentence: plain adjectives. Left out: verbs and nouns
 #: ("was moving", "was crap"), comparatives and superlatives ("not worse than", "not the best"),
 #: and words with a common neutral sense ("was fine", "was strong", "was cheap", "was classic").

@@ -64,6 +64,8 @@ from training.short_texts import (
     SHORT_TEXT_VERSION,
     ShortTexts,
     negated_counterfactuals,
+    opinion_sentences,
+    polar_words,
     short_text_set,
     training_crops,
 )
@@ -110,7 +112,8 @@ class Prepared:
     y_cal: np.ndarray
     w_train: np.ndarray | None = None  # loss weight per training row; None = all 1 (no crops, no pairs)
     training_snippets: int = 0  # crops after the whole reviews in x_train
-    negation_rows: int = 0  # rows of negation pairs (original, negated) after the crops
+    opinion_sentences: int = 0  # single opinionated sentences after the crops
+    negation_rows: int = 0  # rows of negation pairs (original, negated) after the opinion sentences
     pseudo_snippets: int = 0  # crops of teacher-labelled unlabelled reviews, after the pairs
     x_short: list[np.ndarray] = field(default_factory=list)  # short-text validation: held-out sentences
     y_short: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
@@ -236,6 +239,20 @@ def add_short_texts(
         )
         data.training_snippets = len(crops)
         append_training_rows(data, crops, config.crop_weight)
+    if config.opinion_crops_per_review:
+        reviews = len(train_idx)
+        words = polar_words(data.x_train[:reviews], data.y_train[:reviews], data.vocab.tokens)
+        opinions = opinion_sentences(
+            train_texts,
+            train_labels,
+            train_ratings,
+            words,
+            per_review=config.opinion_crops_per_review,
+            seed=config.seed,
+        )
+        data.opinion_sentences = len(opinions)
+        append_training_rows(data, opinions, config.crop_weight)
+        log.info("opinion sentences: %d, holding one of %d polar training words", len(opinions), len(words))
     if config.negation_weight:
         negated = negated_counterfactuals(train_texts, train_labels, train_ratings)
         data.negation_rows = len(negated)
@@ -644,11 +661,13 @@ def build_manifest(
         "data": {
             "train_rows": len(data.x_train)
             - data.training_snippets
+            - data.opinion_sentences
             - data.negation_rows
             - data.pseudo_snippets,
             "validation_rows": len(data.x_val),
             "calibration_rows": len(data.x_cal),
             "training_snippets": data.training_snippets,
+            "opinion_sentences": data.opinion_sentences,
             "negation_pairs": data.negation_rows // 2,
             "pseudo_labelled_snippets": data.pseudo_snippets,
             "unlabelled_rows": len(inputs.unlabelled),

@@ -4,7 +4,7 @@ import numpy as np
 
 from embeddings.tokenizer import tokenize
 from embeddings.vocabulary import Vocabulary
-from training.config import preset
+from training.config import TrainConfig, preset
 from training.data import LabelledData
 from training.short_texts import (
     NEGATABLE_WORDS,
@@ -13,6 +13,8 @@ from training.short_texts import (
     POSITIVE_WORDS,
     is_clearly_rated,
     negated_counterfactuals,
+    opinion_sentences,
+    polar_words,
     short_text_set,
     split_sentences,
     training_crops,
@@ -120,6 +122,69 @@ def test_crops_then_negation_pairs_join_training_with_their_weights_and_are_coun
     assert data.w_train.tolist() == [1, 1] + [0.5] * crops + [0.25] * pairs
     assert data.y_train[2 + crops :].tolist() == [1, 0, 1, 0, 0, 1]
     assert vocab.encode_many(["The plot was not fun at all."])[0].tolist() == data.x_train[-3].tolist()
+
+
+def test_polar_words_are_the_ones_one_class_of_reviews_uses_far_more():
+    texts = ["superb film"] * 4 + ["dull film"] * 4 + ["superb but dull film"]
+    labels = np.array([1] * 4 + [0] * 4 + [1], np.int8)
+    vocab = Vocabulary.build([tokenize(t) for t in texts], min_count=1)
+    words = polar_words(vocab.encode_many(texts), labels, vocab.tokens, min_reviews=3, min_log_ratio=0.5)
+    # "film" is in every review, "but" in too few; <pad> and <oov> never count.
+    assert words == {"superb", "dull"}
+    assert (
+        polar_words(vocab.encode_many(texts), labels, vocab.tokens, min_reviews=3, min_log_ratio=2.0) == set()
+    )
+
+
+def test_opinion_sentences_are_single_sentences_of_clear_reviews_holding_a_polar_word():
+    texts = [REVIEW_POS, REVIEW_NEG, REVIEW_MID]
+    rows = opinion_sentences(
+        texts,
+        np.array([1, 0, 1]),
+        np.array([10, 1, 7]),
+        frozenset({"superb", "awful", "waste"}),
+        per_review=5,
+    )
+    assert rows.texts == [
+        "The acting was superb and the songs are wonderful!",
+        "The script is dull and the acting is awful.",
+        "A waste of time.",
+    ]
+    assert rows.labels.tolist() == [1, 0, 0] and rows.source.tolist() == [0, 1, 1]  # 7 stars: not clear
+    one = opinion_sentences(
+        texts, np.array([1, 0, 1]), np.array([10, 1, 7]), frozenset({"awful", "waste"}), per_review=1
+    )
+    assert len(one) == 1 and one.source.tolist() == [1]
+
+
+def test_opinion_sentences_join_training_after_the_crops_at_the_crop_weight():
+    texts = ["The film was superb. Saw it.", "The film was awful. Dull stuff, long."] * 40
+    labels = np.array([1, 0] * 40, np.int8)
+    labelled = LabelledData(texts, labels, "test", ratings=np.array([10.0, 1.0] * 40))
+    vocab = Vocabulary.build([tokenize(t) for t in texts], min_count=1)
+    data = Prepared(
+        vocab, None, np.zeros((1, 1)), {}, vocab.encode_many(texts), labels.copy(), [], [], [], []
+    )
+    config = preset("small").replace(
+        crops_per_review=0, opinion_crops_per_review=1, crop_weight=0.5, negation_weight=0
+    )
+    add_short_texts(data, config, labelled, np.arange(80), np.array([], int))
+    # Polar: "superb", "saw", "it" / "awful", "dull", "stuff", "long"; sentences under 4 tokens are left out.
+    assert data.opinion_sentences == 80 and len(data.x_train) == len(data.y_train) == 160
+    assert data.w_train.tolist() == [1] * 80 + [0.5] * 80
+    assert data.x_train[80].tolist() == vocab.encode_many(["The film was superb."])[0].tolist()
+    assert data.x_train[81].tolist() == vocab.encode_many(["The film was awful."])[0].tolist()
+    assert data.y_train[80:].tolist() == labels.tolist()
+
+
+def test_a_config_saved_before_opinion_sentences_existed_trains_without_them():
+    # The full preset adds them; a production model's saved config from before keeps training as
+    # it did when a retrain rebuilds it, while a config that names the field keeps its value.
+    assert preset("full").opinion_crops_per_review == 2 and preset("small").opinion_crops_per_review == 0
+    saved = preset("full").to_dict()
+    del saved["opinion_crops_per_review"]
+    assert TrainConfig.from_dict(saved).opinion_crops_per_review == 0
+    assert TrainConfig.from_dict(preset("full").to_dict()) == preset("full")
 
 
 def test_self_training_crops_the_unlabelled_reviews_the_teacher_reads_most_confidently():
