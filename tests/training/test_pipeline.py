@@ -244,7 +244,11 @@ def test_a_candidate_starts_from_production_config_unless_production_is_quick(tm
     quick = make_random_version(registry, extra_manifest={"quick": True})
     assert base_config(registry, "sentiment", quick) == preset("full")
     full = make_random_version(registry, seed=7)  # its manifest's config: {"fake": True, "seed": 7}
-    assert base_config(registry, "sentiment", full) == preset("full").replace(seed=7)
+    # Fields the saved config lacks take the full preset's values, except those added after models
+    # were first saved, which keep meaning "as before" (ABSENT_MEANS: no opinion sentences).
+    assert base_config(registry, "sentiment", full) == preset("full").replace(
+        seed=7, opinion_crops_per_review=0
+    )
 
 
 def test_gold_reviews_in_the_unlabelled_file_never_reach_the_candidate(tmp_path):
