@@ -68,8 +68,8 @@ class TrainConfig:
     crops_per_review: int = 4
     crop_weight: float = 0.5  # loss weight of a snippet (a whole review weighs 1)
     # single opinionated sentences per clearly rated review (holding a word one class of the training
-    # reviews uses far more than the other), at crop_weight; 0 = none. 2: short texts 85.12 / 85.22 %
-    # against 84.87 / 84.77 / 84.04 % without, 4: 84.84 % (full-preset runs, README)
+    # reviews uses far more than the other), at crop_weight; 0 = none. 2: short texts 85.12 / 85.22 /
+    # 85.09 % against 84.87 / 84.77 / 84.04 % without, 4: 84.84 % (full-preset runs, README)
     opinion_crops_per_review: int = 2
     # self-training: snippets per unlabelled review the n-gram teacher reads with most confidence,
     # labelled by it (weighing crop_weight); needs ngram_order >= 1; 0 = none
