@@ -306,6 +306,7 @@ class Server:
 
     ready = SERVICE_READY  # each worker logs it once it can answer
     has_metrics = True  # /metrics gives the batch sizes and the model calls' CPU
+    answers_v2 = True  # serves the V2 infer endpoint too
 
     def command(self) -> list[str]:
         """Return the gunicorn command line."""
@@ -379,6 +380,7 @@ class BareServer(Server):
     """``bench/bare_app.py`` under gunicorn with uvicorn workers: HTTP, tokenising and the model only."""
 
     has_metrics = False
+    answers_v2 = False  # /v1/predict only
 
     def __init__(self, env: dict[str, str], workers: int, workdir: Path) -> None:
         super().__init__(env, workers, workdir)
@@ -633,7 +635,7 @@ def run_levels(
             workdir,
         )
         rows.append({"endpoint": "/v1/predict", **multi})
-    if args.v2 and server.has_metrics:  # the bare app answers /v1/predict only
+    if args.v2 and server.answers_v2:
         from bench.v2_requests import V2_INFER_PATH
 
         top = 64 if 64 in levels else max(levels)  # the issue compares V2 with v1 at c=64

@@ -102,14 +102,31 @@ def short_text_set(
     At most ``per_review`` sentences per review (chosen at random, in review order), so that long
     reviews do not dominate the set.
     """
+    return _sentences_holding(texts, labels, ratings, OPINION_WORDS, min_tokens, max_tokens, per_review, seed)
+
+
+def _sentences_holding(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    ratings: np.ndarray,
+    words: frozenset[str],
+    min_tokens: int,
+    max_tokens: int,
+    per_review: int,
+    seed: int,
+) -> ShortTexts:
+    """Return up to ``per_review`` sentences of each clearly rated review that hold one of ``words``.
+
+    Sentences of ``min_tokens``-``max_tokens`` tokens, chosen at random, kept in review order.
+    """
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, int, int]] = []
     for i in np.flatnonzero(is_clearly_rated(ratings)):
-        candidates = []
-        for sentence in split_sentences(texts[i]):
-            tokens = tokenize(sentence)
-            if min_tokens <= len(tokens) <= max_tokens and not OPINION_WORDS.isdisjoint(tokens):
-                candidates.append(sentence)
+        candidates = [
+            sentence
+            for sentence in split_sentences(texts[i])
+            if min_tokens <= len(tokens := tokenize(sentence)) <= max_tokens and not words.isdisjoint(tokens)
+        ]
         if len(candidates) > per_review:
             keep = np.sort(rng.choice(len(candidates), per_review, replace=False))
             candidates = [candidates[k] for k in keep]
@@ -165,9 +182,13 @@ def polar_words(
     neither :data:`OPINION_WORDS` (which picks the validation sentences) nor anything held out.
     """
     size = len(tokens)
+    labels = np.asarray(labels)
+    distinct = [np.unique(ids) for ids in sequences]  # a review counts once per word
     counts = np.zeros((2, size))
-    for ids, label in zip(sequences, labels, strict=True):
-        counts[int(label)] += np.bincount(np.unique(ids), minlength=size)[:size]
+    for c in (0, 1):
+        held = [distinct[k] for k in np.flatnonzero(labels == c)]
+        if held:
+            counts[c] = np.bincount(np.concatenate(held), minlength=size)[:size]
     totals = np.array([(labels == 0).sum(), (labels == 1).sum()], dtype=float)[:, None]
     ratio = np.log((counts[1] + 1) / (totals[1] + 1)) - np.log((counts[0] + 1) / (totals[0] + 1))
     keep = (counts.sum(axis=0) >= min_reviews) & (np.abs(ratio) >= min_log_ratio)
@@ -190,21 +211,10 @@ def opinion_sentences(
 
     Users send one opinionated sentence ("Great phone, battery lasts all day."), while random
     snippets (:func:`training_crops`) are mostly plot summary and span up to three sentences. These
-    are the sentences a user would write, with their review's label.
+    are the sentences a user would write, with their review's label. Picked like the validation
+    sentences (:func:`short_text_set`), from training reviews and with the training reviews' words.
     """
-    rng = np.random.default_rng(seed)
-    rows: list[tuple[str, int, int]] = []
-    for i in np.flatnonzero(is_clearly_rated(ratings)):
-        candidates = [
-            s
-            for s in split_sentences(texts[i])
-            if min_tokens <= len(tokens := tokenize(s)) <= max_tokens and not words.isdisjoint(tokens)
-        ]
-        if len(candidates) > per_review:
-            keep = np.sort(rng.choice(len(candidates), per_review, replace=False))
-            candidates = [candidates[k] for k in keep]
-        rows += [(s, int(labels[i]), int(i)) for s in candidates]
-    return _pack(rows)
+    return _sentences_holding(texts, labels, ratings, words, min_tokens, max_tokens, per_review, seed)
 
 
 #: Opinion words whose negation flips a sentence: plain adjectives. Left out: verbs and nouns
